@@ -1,5 +1,5 @@
 # llmserve.aws: one entry point for set-up, tests and the demo.
-# Everything heavy (venvs, the systemd host image, the vLLM venv, models) is cached under
+# Everything heavy (the systemd host image, the vLLM venv, models, ansible-test's venvs) is cached under
 # $(LLMSERVE_CACHE), keyed by a hash of its recipe, so a second run starts fast.
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -12,7 +12,9 @@ export LLMSERVE_CACHE ?= $(HOME)/.cache/llmserve-aws
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.collections
 export ANSIBLE_ROLES_PATH := $(CURDIR)/roles
 export PATH := $(BIN):$(PATH)
-ROLE ?=
+# Roles with a molecule scenario, plus the bench's own smoke scenario (tests/bench).
+MOLECULE_SCENARIOS := $(sort $(patsubst roles/%/molecule/default/molecule.yml,%,$(wildcard roles/*/molecule/default/molecule.yml))) bench
+ROLE ?= $(MOLECULE_SCENARIOS)
 
 .PHONY: help
 help: ## list the targets
@@ -25,9 +27,62 @@ $(BIN)/.installed: requirements/dev.txt
 	touch $@
 
 .PHONY: venv
-venv: $(BIN)/.installed collections ## control venv (.venv) with ansible, molecule, moto, linters
+venv: $(BIN)/.installed collections ## control venv (.venv): ansible + amazon.aws/community.aws, molecule, moto, linters
 
 .PHONY: collections
-collections: ## make this checkout visible to Ansible as llmserve.aws
-	mkdir -p .collections/ansible_collections/llmserve
-	ln -sfn ../../.. .collections/ansible_collections/llmserve/aws
+collections: ## make this checkout visible to Ansible as llmserve.aws (a link under .collections/)
+	@mkdir -p .collections/ansible_collections/llmserve
+	@ln -sfn ../../.. .collections/ansible_collections/llmserve/aws
+
+.PHONY: host-packages
+host-packages: ## Debian packages the bench needs (docker.io, debootstrap, shellcheck)
+	tests/bench/host_packages.sh
+
+.PHONY: bench
+bench: venv host-packages ## build or reuse the bench: systemd host image, vLLM CPU venv, tiny model
+	tests/bench/host_image.sh >/dev/null
+	tests/bench/models.sh tiny >/dev/null
+
+.PHONY: lint
+lint: venv host-packages ## ansible-lint (production profile) + changelog fragments
+	ansible-lint
+	antsibull-changelog lint
+
+.PHONY: sanity
+sanity: venv host-packages ## ansible-test sanity, run for real (offline stand-in for its pip bootstrap)
+	tests/sanity/run.sh
+
+.PHONY: unit
+unit: venv ## pytest unit tests (pure logic, seconds)
+	pytest -q tests/unit
+
+.PHONY: integration
+integration: venv bench ## pytest integration tests: moto server, IMDS emulator, vLLM on CPU
+	pytest -q tests/integration
+
+.PHONY: molecule
+molecule: venv bench ## molecule scenarios on the systemd host (all, or ROLE=name)
+	export LLMSERVE_BENCH_IMAGE="$$(tests/bench/host_image.sh | tail -n 1)"; \
+	export LLMSERVE_TINY_MODEL="$$(tests/bench/models.sh tiny | tail -n 1)"; \
+	export LLMSERVE_VLLM_VENV="$$(tests/bench/vllm_venv.sh | tail -n 1)"; \
+	for scenario in $(ROLE); do \
+	  if [ "$$scenario" = bench ]; then dir=tests/bench; else dir=roles/$$scenario; fi; \
+	  echo "== molecule: $$scenario"; \
+	  (cd $$dir && LLMSERVE_MOLECULE_HOST=llmserve-$$scenario molecule test) || exit 1; \
+	done
+
+.PHONY: test
+test: venv ## every gate: lint, sanity, unit, integration, molecule; ends with "N passed, N failed"
+	tests/gates.sh
+
+.PHONY: build
+build: venv ## the collection tarball (ansible-galaxy collection build)
+	ansible-galaxy collection build --force --output-path .build
+
+.PHONY: clean
+clean: ## remove what this checkout made (not the shared cache)
+	rm -rf .venv .collections .build .ansible tests/output .pytest_cache
+
+.PHONY: print-molecule-scenarios
+print-molecule-scenarios:
+	@echo $(MOLECULE_SCENARIOS)

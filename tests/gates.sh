@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# `make test`: run every gate even when an earlier one fails, so one run shows every failure, then print one
+# summary line. pytest gates count their test cases; lint, sanity and each molecule scenario count as one each.
+set -uo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+reports="$repo/tests/output/gates"
+rm -rf "$reports"
+mkdir -p "$reports"
+passed=0
+failed=0
+failed_gates=()
+started=$SECONDS
+
+count_junit() {  # prints "passed failed" from a junit XML report
+  python - "$1" <<'PY'
+import sys
+import xml.etree.ElementTree as ET
+suite = ET.parse(sys.argv[1]).getroot()
+suites = [suite] if suite.tag == "testsuite" else suite.findall("testsuite")
+total = sum(int(s.get("tests", 0)) for s in suites)
+bad = sum(int(s.get("failures", 0)) + int(s.get("errors", 0)) for s in suites)
+skipped = sum(int(s.get("skipped", 0)) for s in suites)
+print(total - bad - skipped, bad)
+PY
+}
+
+gate() {  # gate NAME [junit] -- make-target [make args...]
+  local name="$1" junit="" t0=$SECONDS rc
+  shift
+  if [ "$1" = junit ]; then junit="$reports/$name.xml"; shift; fi
+  echo "==== gate: $name"
+  if [ -n "$junit" ]; then
+    PYTEST_ADDOPTS="--junitxml=$junit" make --no-print-directory "$@"
+  else
+    make --no-print-directory "$@"
+  fi
+  rc=$?
+  if [ -n "$junit" ] && [ -s "$junit" ]; then
+    read -r p f < <(count_junit "$junit")
+    passed=$((passed + p)); failed=$((failed + f))
+    [ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && failed=$((failed + 1))
+  elif [ "$rc" -eq 0 ]; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1))
+  fi
+  [ "$rc" -ne 0 ] && failed_gates+=("$name")
+  echo "==== gate: $name: $([ "$rc" -eq 0 ] && echo ok || echo FAILED) in $((SECONDS - t0)) s"
+}
+
+gate lint lint
+gate sanity sanity
+gate unit junit unit
+gate integration junit integration
+for scenario in $(make --no-print-directory -s print-molecule-scenarios); do
+  gate "molecule-$scenario" molecule ROLE="$scenario"
+done
+
+echo "make test took $((SECONDS - started)) s; failed gates: ${failed_gates[*]:-none}"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
