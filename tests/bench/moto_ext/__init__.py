@@ -1,0 +1,19 @@
+"""Extensions that make moto 5.2.5 behave like real AWS where the project's code depends on it.
+
+Each module patches one service's moto backend/responses inside the current process only (moto's backends are
+plain Python), and every patch names the AWS behaviour it restores. Apply them before the server serves.
+"""
+
+import functools
+
+from . import ec2, elbv2, sagemaker
+from .settings import SETTINGS, Settings
+
+__all__ = ["SETTINGS", "Settings", "apply_all"]
+
+
+@functools.cache  # once per process: a second call must not wrap the patches in themselves
+def apply_all() -> None:
+    sagemaker.apply()
+    ec2.apply()
+    elbv2.apply()
