@@ -15,6 +15,11 @@ export PATH := $(BIN):$(PATH)
 # Roles with a molecule scenario, plus the bench's own smoke scenario (tests/bench).
 MOLECULE_SCENARIOS := $(sort $(patsubst roles/%/molecule/default/molecule.yml,%,$(wildcard roles/*/molecule/default/molecule.yml))) bench
 ROLE ?= $(MOLECULE_SCENARIOS)
+# Where the bench's parts are, for tests and scenarios (each script builds on first use, then answers at once).
+BENCH_ENV = LLMSERVE_BENCH_IMAGE="$$(tests/bench/host_image.sh | tail -n 1)"; \
+	LLMSERVE_VLLM_VENV="$$(tests/bench/vllm_venv.sh | tail -n 1)"; \
+	LLMSERVE_TINY_MODEL="$$(tests/bench/models.sh tiny | tail -n 1)"; \
+	export LLMSERVE_BENCH_IMAGE LLMSERVE_VLLM_VENV LLMSERVE_TINY_MODEL;
 
 .PHONY: help
 help: ## list the targets
@@ -58,18 +63,25 @@ unit: venv ## pytest unit tests (pure logic, seconds)
 
 .PHONY: integration
 integration: venv bench ## pytest integration tests: moto server, IMDS emulator, vLLM on CPU
-	pytest -q tests/integration
+	$(BENCH_ENV) pytest -q tests/integration
 
 .PHONY: molecule
 molecule: venv bench ## molecule scenarios on the systemd host (all, or ROLE=name)
-	export LLMSERVE_BENCH_IMAGE="$$(tests/bench/host_image.sh | tail -n 1)"; \
-	export LLMSERVE_TINY_MODEL="$$(tests/bench/models.sh tiny | tail -n 1)"; \
-	export LLMSERVE_VLLM_VENV="$$(tests/bench/vllm_venv.sh | tail -n 1)"; \
+	$(BENCH_ENV) \
 	for scenario in $(ROLE); do \
 	  if [ "$$scenario" = bench ]; then dir=tests/bench; else dir=roles/$$scenario; fi; \
 	  echo "== molecule: $$scenario"; \
-	  (cd $$dir && LLMSERVE_MOLECULE_HOST=llmserve-$$scenario molecule test) || exit 1; \
+	  (cd $$dir && LLMSERVE_MOLECULE_HOST=llmserve-$$scenario molecule test --all) || exit 1; \
 	done
+
+.PHONY: moto-up
+moto-up: venv ## local AWS (moto + AWS-behaviour extensions) in the background; URL in .build/moto.url
+	@mkdir -p .build
+	python tests/bench/moto_server.py --daemon --port-file .build/moto.url --pid-file .build/moto.pid --log-file .build/moto.log --quiet
+
+.PHONY: moto-down
+moto-down: ## stop the local AWS started by moto-up
+	python tests/bench/moto_server.py --stop --pid-file .build/moto.pid
 
 .PHONY: test
 test: venv ## every gate: lint, sanity, unit, integration, molecule; ends with "N passed, N failed"
