@@ -20,9 +20,9 @@ def test_chat_completion_answers(host):
         "ignore_eos": True,
     }
     result = host.run(
-        "curl -sf -H 'Content-Type: application/json' -d %s http://127.0.0.1:%d/v1/chat/completions",
+        "curl -sf -H 'Content-Type: application/json' -d %s %s",
         json.dumps(request),
-        PORT,
+        "http://127.0.0.1:%d/v1/chat/completions" % PORT,
     )
     assert result.rc == 0, result.stderr
     answer = json.loads(result.stdout)
