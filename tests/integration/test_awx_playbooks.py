@@ -1,0 +1,124 @@
+"""The AWX playbooks run by the real ansible-playbook: configure_awx.yml parses (it needs a live AWX to run), and
+survey_guard.yml accepts survey answers of the right form and refuses the rest before any play changes
+anything, also when imported by a job's playbook and run under a job template's limit. AWX itself cannot run
+here; the survey's shape is checked in tests/unit/test_awx_definitions.py."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+GUARD = REPO_ROOT / "awx" / "survey_guard.yml"
+COMMAND_TIMEOUT_S = 120
+
+# A job's playbook as AWX runs it: the guard first, then a play that changes something on each host.
+JOB_PLAYBOOK = """
+- name: Check the survey answers first
+  ansible.builtin.import_playbook: {guard}
+- name: Change something on each host
+  hosts: all
+  gather_facts: false
+  connection: local
+  tasks:
+    - name: Leave a mark
+      ansible.builtin.file:
+        path: "{marks}/{{{{ inventory_hostname }}}}"
+        state: touch
+        mode: "0600"
+"""
+
+
+def _ansible_playbook(*args: str) -> subprocess.CompletedProcess:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("ANSIBLE_")}
+    env.update(
+        {
+            "ANSIBLE_COLLECTIONS_PATH": str(REPO_ROOT / ".collections"),
+            "ANSIBLE_NOCOLOR": "true",
+            "ANSIBLE_LOCALHOST_WARNING": "false",
+            "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false",
+        }
+    )
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), *args],
+        check=False,
+        cwd=REPO_ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_S,
+    )
+
+
+@pytest.mark.parametrize("playbook", ["awx/configure_awx.yml", "awx/survey_guard.yml"])
+def test_playbook_syntax(playbook):
+    completed = _ansible_playbook("--syntax-check", playbook)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+
+
+def test_guard_passes_well_formed_answers():
+    completed = _ansible_playbook(
+        "awx/survey_guard.yml",
+        "-e",
+        "llmserve_model_size=70b",
+        "-e",
+        "llmserve_model_uri=s3://llmserve-models/Llama-3.1-70B-Instruct",
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "Model size 70b." in completed.stdout
+    assert "Model URI s3://llmserve-models/Llama-3.1-70B-Instruct." in completed.stdout
+
+
+def test_guard_without_answers_checks_nothing_and_says_so():
+    completed = _ansible_playbook("awx/survey_guard.yml")
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "nothing to check" in completed.stdout
+
+
+@pytest.mark.parametrize(
+    ("extra_vars", "complaint"),
+    [
+        ("llmserve_model_uri=https://llmserve-models.s3.amazonaws.com/llama", "must be s3://BUCKET/PREFIX"),
+        ("llmserve_model_uri=s3://llmserve-models", "must be s3://BUCKET/PREFIX"),
+        ("llmserve_model_size=8b", "must be one of 7b, 13b, 70b, 405b"),
+        # Extra vars skip the survey: a number instead of a string is refused too.
+        ('{"llmserve_model_size": 7}', "must be one of 7b, 13b, 70b, 405b"),
+    ],
+)
+def test_guard_refuses_malformed_answers(extra_vars, complaint):
+    completed = _ansible_playbook("awx/survey_guard.yml", "-e", extra_vars)
+    assert completed.returncode == 2, completed.stdout + completed.stderr
+    assert complaint in completed.stdout
+
+
+@pytest.mark.parametrize(
+    ("model_uri", "marked"),
+    [("s3://llmserve-models/Llama-3.1-8B-Instruct", ["model-host-a"]), ("s3://llmserve-models", [])],
+)
+def test_guard_runs_first_under_a_job_templates_limit(tmp_path, model_uri, marked):
+    # The limit leaves out localhost, as a job template's model_size_<size> limit does.
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    playbook = tmp_path / "job.yml"
+    playbook.write_text(JOB_PLAYBOOK.format(guard=GUARD, marks=marks))
+
+    completed = _ansible_playbook(
+        "-i",
+        "model-host-a,model-host-b,",
+        "--limit",
+        "model-host-a",
+        str(playbook),
+        "-e",
+        f"ansible_python_interpreter={sys.executable}",
+        "-e",
+        "llmserve_model_size=7b",
+        "-e",
+        f"llmserve_model_uri={model_uri}",
+    )
+
+    assert completed.returncode == (0 if marked else 2), completed.stdout + completed.stderr
+    assert "Model size 7b." in completed.stdout
+    assert sorted(path.name for path in marks.iterdir()) == marked
