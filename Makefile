@@ -83,6 +83,17 @@ moto-up: venv ## local AWS (moto + AWS-behaviour extensions) in the background; 
 moto-down: ## stop the local AWS started by moto-up
 	python tests/bench/moto_server.py --stop --pid-file .build/moto.pid
 
+.PHONY: demo
+demo: venv host-packages ## the main job on the embedded default: local AWS + systemd host + vLLM on CPU -> an answer
+	tests/bench/demo/demo.sh
+
+.PHONY: demo-clean
+demo-clean: venv ## remove what `make demo` made (the host container, the local AWS and IMDS emulator, .build/demo*)
+	-docker rm -f llmserve-demo-host
+	-[ -s .build/imds.pid ] && kill "$$(cat .build/imds.pid)"
+	-[ -s .build/moto.pid ] && python tests/bench/moto_server.py --stop --pid-file .build/moto.pid
+	rm -f .build/demo*.json .build/demo-*.log .build/imds.* .build/moto.*
+
 .PHONY: test
 test: venv ## every gate: lint, sanity, unit, integration, molecule; ends with "N passed, N failed"
 	tests/gates.sh
