@@ -19,7 +19,8 @@ ROLE ?= $(MOLECULE_SCENARIOS)
 BENCH_ENV = LLMSERVE_BENCH_IMAGE="$$(tests/bench/host_image.sh | tail -n 1)"; \
 	LLMSERVE_VLLM_VENV="$$(tests/bench/vllm_venv.sh | tail -n 1)"; \
 	LLMSERVE_TINY_MODEL="$$(tests/bench/models.sh tiny | tail -n 1)"; \
-	export LLMSERVE_BENCH_IMAGE LLMSERVE_VLLM_VENV LLMSERVE_TINY_MODEL;
+	LLMSERVE_VLLM_WHEELHOUSE="$$(tests/bench/vllm_wheelhouse.sh | tail -n 1)"; \
+	export LLMSERVE_BENCH_IMAGE LLMSERVE_VLLM_VENV LLMSERVE_TINY_MODEL LLMSERVE_VLLM_WHEELHOUSE;
 
 .PHONY: help
 help: ## list the targets
@@ -47,6 +48,7 @@ host-packages: ## Debian packages the bench needs (docker.io, debootstrap, shell
 bench: venv host-packages ## build or reuse the bench: systemd host image, vLLM CPU venv, tiny model
 	tests/bench/host_image.sh >/dev/null
 	tests/bench/models.sh tiny >/dev/null
+	tests/bench/vllm_wheelhouse.sh >/dev/null
 
 .PHONY: lint
 lint: venv host-packages ## ansible-lint (production profile) + changelog fragments

@@ -1,0 +1,315 @@
+"""vllm_launch's decisions: what it writes and when it starts, restarts or leaves vLLM alone.
+
+The files go to a temporary folder and systemctl is a recording stand-in that keeps a service state, so these
+tests check the module's logic (idempotence, check mode, restarts only on change). The molecule scenario
+roles/vllm_service/molecule/default runs the same code against real systemd and vLLM.
+"""
+
+import json
+import os
+import stat
+
+import pytest
+from ansible.module_utils import basic
+from ansible.module_utils.testing import patch_module_args
+
+from ansible_collections.llmserve.aws.plugins.module_utils import _systemd as systemd
+from ansible_collections.llmserve.aws.plugins.modules import vllm_launch
+
+from test_vllm_validation import params as base_params
+
+UNIT = "vllm.service"
+
+
+class FakeModule:
+    def __init__(self, params):
+        self.params = params
+
+    def fail_json(self, msg, **result):
+        raise AssertionError(msg)
+
+
+class FakeSystemd:
+    """systemctl's state for one service: loaded once its unit file exists, a new PID on every start."""
+
+    def __init__(self, unit_path):
+        self.unit_path = unit_path
+        self.calls = []
+        self.active = False
+        self.enabled = False
+        self.pid = 0
+        self.next_pid = 100
+
+    def status(self, unit):
+        if unit != UNIT:
+            return systemd.ServiceStatus({"LoadState": "not-found", "ActiveState": "inactive"})
+        return systemd.ServiceStatus({
+            "LoadState": "loaded" if os.path.exists(self.unit_path) else "not-found",
+            "ActiveState": "active" if self.active else "inactive",
+            "SubState": "running" if self.active else "dead",
+            "MainPID": str(self.pid),
+            "UnitFileState": "enabled" if self.enabled else "disabled",
+        })
+
+    def _start(self):
+        self.active = True
+        self.pid = self.next_pid
+        self.next_pid += 1
+
+    def daemon_reload(self):
+        self.calls.append("daemon-reload")
+
+    def reset_failed(self, unit):
+        self.calls.append("reset-failed")
+
+    def start(self, unit):
+        self.calls.append("start")
+        self._start()
+
+    def restart(self, unit):
+        self.calls.append("restart")
+        self._start()
+
+    def stop(self, unit):
+        self.calls.append("stop")
+        self.active = False
+        self.pid = 0
+
+    def enable(self, unit):
+        self.calls.append("enable")
+        self.enabled = True
+
+    def disable(self, unit):
+        self.calls.append("disable")
+        self.enabled = False
+
+    def systemctl_run(self, *args):
+        self.calls.append(" ".join(args))
+        if args[:2] == ("disable", "--now"):
+            self.enabled = self.active = False
+
+
+@pytest.fixture
+def host(tmp_path):
+    """Service paths under tmp_path, a fake systemd, and a function that runs one converge."""
+    def paths(name):
+        return {
+            "unit": str(tmp_path / ("%s.service" % name)),
+            "environment_dir": str(tmp_path / name),
+            "environment_file": str(tmp_path / name / ("%s.env" % name)),
+            "restart_timer": str(tmp_path / ("%s-planned-restart.timer" % name)),
+            "restart_service": str(tmp_path / ("%s-planned-restart.service" % name)),
+            "state_dir": "/var/lib/%s" % name,
+            "cache_dir": "/var/cache/%s" % name,
+        }
+    service_paths = paths("vllm")
+    fake = FakeSystemd(service_paths["unit"])
+
+    def converge(check_mode=False, **overrides):
+        module_params = base_params(**overrides)
+        module_params.update(state=overrides.get("state", "started"), enabled=overrides.get("enabled", True),
+                             restart_schedule=overrides.get("restart_schedule"), restart_randomized_delay_sec=900)
+        module = FakeModule(module_params)
+        current = vllm_launch.describe_service(fake, service_paths, UNIT)
+        if module_params["state"] == "absent":
+            return vllm_launch.ensure_absent(module, fake, service_paths, UNIT, current, check_mode), current
+        desired = vllm_launch.desired_service(module_params, "/usr/bin/systemctl")
+        changed, restarted, _baseline = vllm_launch.ensure_present(module, fake, service_paths, UNIT, current,
+                                                                    desired, check_mode)
+        return (changed, restarted), current
+
+    fake.converge = converge
+    fake.paths = service_paths
+    return fake
+
+
+def test_first_run_writes_both_files_reloads_enables_and_starts(host):
+    (changed, restarted), _current = host.converge(api_key="sk-1")
+    assert (changed, restarted) == (True, True)
+    assert host.calls == ["daemon-reload", "enable", "reset-failed", "start"]
+    environment_file = os.stat(host.paths["environment_file"])
+    assert stat.S_IMODE(environment_file.st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(host.paths["unit"]).st_mode) == 0o644
+    assert stat.S_IMODE(os.stat(host.paths["environment_dir"]).st_mode) == 0o700
+    assert "sk-1" in open(host.paths["environment_file"]).read()
+    assert "sk-1" not in open(host.paths["unit"]).read()
+
+
+def test_second_run_changes_nothing_and_keeps_the_pid(host):
+    host.converge(api_key="sk-1")
+    pid = host.pid
+    host.calls.clear()
+    (changed, restarted), _current = host.converge(api_key="sk-1")
+    assert (changed, restarted) == (False, False)
+    assert host.calls == []
+    assert host.pid == pid
+
+
+@pytest.mark.parametrize("overrides", [{"api_key": "sk-2"}, {"max_model_len": 2048}, {"environment": {"A": "1"}}])
+def test_a_change_of_flags_or_secrets_restarts(host, overrides):
+    host.converge(api_key="sk-1")
+    pid = host.pid
+    host.calls.clear()
+    settings = dict(api_key="sk-1")
+    settings.update(overrides)
+    (changed, restarted), _current = host.converge(**settings)
+    assert (changed, restarted) == (True, True)
+    assert host.calls == ["daemon-reload", "reset-failed", "restart"]
+    assert host.pid != pid
+
+
+def test_a_wider_environment_file_mode_is_fixed_and_restarts(host):
+    host.converge(api_key="sk-1")
+    os.chmod(host.paths["environment_file"], 0o644)
+    host.calls.clear()
+    (changed, _restarted), _current = host.converge(api_key="sk-1")
+    assert changed
+    assert stat.S_IMODE(os.stat(host.paths["environment_file"]).st_mode) == 0o600
+
+
+def test_check_mode_writes_and_starts_nothing(host):
+    (changed, restarted), _current = host.converge(check_mode=True, api_key="sk-1")
+    assert (changed, restarted) == (True, True)
+    assert host.calls == []
+    assert not os.path.exists(host.paths["unit"]) and not os.path.exists(host.paths["environment_file"])
+
+
+def test_a_stopped_service_is_started_without_rewriting(host):
+    host.converge()
+    host.stop(UNIT)
+    host.calls.clear()
+    (changed, restarted), _current = host.converge()
+    assert (changed, restarted) == (True, True)
+    assert host.calls == ["reset-failed", "start"]
+
+
+def test_state_restarted_always_restarts(host):
+    host.converge()
+    host.calls.clear()
+    (changed, restarted), _current = host.converge(state="restarted")
+    assert (changed, restarted) == (True, True)
+    assert host.calls == ["reset-failed", "restart"]
+
+
+def test_state_stopped_stops_once(host):
+    host.converge()
+    host.calls.clear()
+    assert host.converge(state="stopped")[0] == (True, False)
+    assert host.calls == ["stop"]
+    host.calls.clear()
+    assert host.converge(state="stopped")[0] == (False, False)
+    assert host.calls == []
+
+
+def test_planned_restart_timer_is_written_and_removed(host):
+    host.converge(restart_schedule="Sun 04:00")
+    assert "OnCalendar=Sun 04:00" in open(host.paths["restart_timer"]).read()
+    assert "try-restart vllm.service" in open(host.paths["restart_service"]).read()
+    host.calls.clear()
+    (changed, restarted), _current = host.converge()
+    assert (changed, restarted) == (True, False)  # the timer goes, vLLM keeps running
+    assert not os.path.exists(host.paths["restart_timer"])
+    assert not os.path.exists(host.paths["restart_service"])
+
+
+def test_absent_removes_everything_once(host):
+    host.converge(api_key="sk-1")
+    host.calls.clear()
+    assert host.converge(state="absent")[0] is True
+    assert "disable --now -- vllm.service" in host.calls
+    for key in ("unit", "environment_file", "environment_dir"):
+        assert not os.path.exists(host.paths[key])
+    host.calls.clear()
+    assert host.converge(state="absent")[0] is False
+    assert host.calls == []
+
+
+def test_diff_masks_the_environment_file(host):
+    _result, current = host.converge(api_key="sk-1")
+    desired = vllm_launch.desired_service(base_params(api_key="sk-2"), "/usr/bin/systemctl")
+    now = vllm_launch.describe_service(host, host.paths, UNIT)
+    diff = vllm_launch.build_diff(host.paths, now, desired)
+    text = repr(diff)
+    assert "sk-1" not in text and "sk-2" not in text
+    assert diff[1]["after"].splitlines()[1] == "VLLM_API_KEY=******** (changed)"
+    assert diff[0]["before"] == diff[0]["after"]
+    assert current["unit_text"] is None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# main(): validation fails before systemd is even asked
+
+
+class Exited(Exception):
+    def __init__(self, result, failed):
+        super().__init__(result.get("msg", ""))
+        self.result = result
+        self.failed = failed
+
+
+@pytest.fixture
+def module_main(monkeypatch):
+    """Run vllm_launch.main() with arguments; any systemctl/journalctl call fails the test."""
+    def exit_json(self, **result):
+        raise Exited(json.loads(json.dumps(result)), failed=False)
+
+    def fail_json(self, msg, **result):
+        raise Exited(json.loads(json.dumps(dict(result, msg=msg))), failed=True)
+
+    def run_command(self, args, **kwargs):
+        raise AssertionError("validation should fail before running %s" % args)
+
+    monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
+    monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
+    monkeypatch.setattr(basic.AnsibleModule, "run_command", run_command)
+
+    def run(**args):
+        with patch_module_args(args):
+            with pytest.raises(Exited) as exited:
+                vllm_launch.main()
+        return exited.value
+    return run
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    folder = tmp_path / "llama-8b"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"num_attention_heads": 32, "num_key_value_heads": 8,
+                                                    "max_position_embeddings": 8192}))
+    (folder / "model.safetensors").write_bytes(b"")
+    return folder
+
+
+def test_gguf_model_is_refused(module_main, tmp_path):
+    gguf = tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    gguf.write_bytes(b"GGUF")
+    exited = module_main(model=str(gguf), venv=str(tmp_path))
+    assert exited.failed
+    assert exited.result["msg"] == "vLLM does not serve GGUF; use llama.cpp's server or a safetensors model"
+
+
+def test_model_config_contradictions_are_all_reported(module_main, model_dir, tmp_path):
+    exited = module_main(model=str(model_dir), venv=str(tmp_path), tensor_parallel_size=3, quantization="awq",
+                         max_model_len=32768)
+    assert exited.failed
+    message = exited.result["msg"]
+    assert "tensor_parallel_size 3 does not divide the model's 32 attention heads" in message
+    assert "quantization awq contradicts the model" in message
+    assert "max_model_len 32768 is above the model's maximum of 8192" in message
+
+
+def test_gpu_memory_utilization_out_of_range(module_main, model_dir, tmp_path):
+    exited = module_main(model=str(model_dir), venv=str(tmp_path), gpu_memory_utilization=1.5)
+    assert exited.failed and "gpu_memory_utilization 1.5 must be in (0, 1]" in exited.result["msg"]
+
+
+def test_missing_venv_fails_outside_check_mode(module_main, model_dir, tmp_path):
+    exited = module_main(model=str(model_dir), venv=str(tmp_path / "nowhere"))
+    assert exited.failed
+    assert "has no bin/python: install vLLM into it first" in exited.result["msg"]
+
+
+def test_the_api_key_never_reaches_the_result(module_main, model_dir, tmp_path):
+    exited = module_main(model=str(model_dir), venv=str(tmp_path), api_key="sk-secret-123", gpu_memory_utilization=2)
+    assert "sk-secret-123" not in json.dumps(exited.result)
