@@ -1,0 +1,57 @@
+"""The serve playbooks parse, and a profile that does not fit fails in the plan step, before any role runs."""
+
+import os
+import pathlib
+import subprocess
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+PLAYBOOKS = sorted(p.name for p in (REPO / "playbooks").glob("*.yml"))
+
+
+def ansible_playbook(*args):
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO / ".collections"), ANSIBLE_ROLES_PATH=str(REPO / "roles"),
+               ANSIBLE_NOCOLOR="1", ANSIBLE_DEPRECATION_WARNINGS="0")
+    return subprocess.run(["ansible-playbook", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("playbook", PLAYBOOKS)
+def test_playbook_syntax(playbook):
+    result = ansible_playbook("--syntax-check", "-e", "llmserve_profile=7b", "playbooks/" + playbook)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def run_serve_on_localhost(*extra):
+    return ansible_playbook(
+        "-i", "localhost,", "-c", "local", "playbooks/serve_7b.yml",
+        "-e", "llmserve_hosts=localhost", "-e", "ansible_become=false",
+        "-e", "ansible_python_interpreter=" + str(REPO / ".venv/bin/python"),
+        "-e", "llmserve_model_uri=s3://models/llama-3.1-8b", *extra)
+
+
+def test_profile_that_does_not_fit_fails_in_the_plan():
+    result = run_serve_on_localhost("-e", "llmserve_profile_concurrency=64")
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Plan - the profile fits its instance type" in out
+    assert "g5.xlarge" in out
+    # Nothing after the plan ran: no role task appears in the output.
+    assert "gpu_check" not in out.split("Plan - the profile fits")[1]
+    assert "failed=1" in out
+
+
+def test_host_of_another_instance_type_fails_before_any_role():
+    result = run_serve_on_localhost("-e", "ec2_instance_type=p4d.24xlarge")
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "is a p4d.24xlarge, but the 7b profile is sized for g5.xlarge" in out
+    assert "TASK [llmserve.aws.gpu_check" not in out
+
+
+def test_survey_size_that_contradicts_the_playbook_fails():
+    result = run_serve_on_localhost("-e", "llmserve_model_size=70b")
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "must be this playbook's size 7b" in out
+    assert "TASK [llmserve.aws.gpu_check" not in out
