@@ -28,7 +28,7 @@ description:
     shortfall when the profile does not fit.
   - Read-only. It never changes anything, so it runs the same in check mode and always reports C(changed=false).
 author:
-  - llmserve.aws contributors (@llmserve)
+  - llmserve.aws maintainers (@llmserve)
 options:
   parameters_b:
     description:

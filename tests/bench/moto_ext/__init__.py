@@ -6,7 +6,7 @@ plain Python), and every patch names the AWS behaviour it restores. Apply them b
 
 import functools
 
-from . import ec2, elbv2, sagemaker
+from . import autoscaling, ec2, elbv2, sagemaker
 from .settings import SETTINGS, Settings
 
 __all__ = ["SETTINGS", "Settings", "apply_all"]
@@ -17,3 +17,4 @@ def apply_all() -> None:
     sagemaker.apply()
     ec2.apply()
     elbv2.apply()
+    autoscaling.apply()
