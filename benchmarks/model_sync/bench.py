@@ -1,0 +1,252 @@
+"""Benchmark: this collection's S3 model sync against s5cmd alone and `aws s3 sync`, on a local S3.
+
+4 x 512 MiB random shards served by `rclone serve s3` on 127.0.0.1 (FIELD-NOTES: the fastest local S3 here).
+Each round downloads the prefix into an empty folder with each tool, in turn (rounds interleave the tools, so
+drift from other load hits them alike); the table shows medians of the rounds in MB/s (10^6 bytes/s) and ratios.
+
+- "model_sync": the llmserve.aws.s3_model_sync module as the role runs it (its venv's Python, role defaults):
+  list, HeadObject, s5cmd transfer, verification of every file, manifest, atomic switch. Two object sets:
+  objects carrying S3's CRC64NVME checksum (what S3 stores for new objects since 2025) and objects with only an
+  MD5 ETag (older uploads, or uploaders that send no checksum).
+- "s5cmd": `s5cmd cp 's3://bench/model/*' DEST/` with s5cmd's defaults; no verification.
+- "aws s3 sync": AWS CLI v1 defaults.
+Then the unchanged re-sync: the module again on the synced folder (nothing to download).
+
+Not part of `make test`. Run: python3 benchmarks/model_sync/bench.py [--rounds 3] [--workdir DIR]
+It builds what it needs (tests/bench/s3_tools.sh, an awscli venv in the bench cache) and removes its ~2 GiB of
+shards and the downloads when it ends.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+CACHE = Path(os.environ.get("LLMSERVE_CACHE", Path.home() / ".cache" / "llmserve-aws"))
+SHARDS, SHARD_MIB = 4, 512
+ACCESS_KEY, SECRET_KEY, REGION = "BENCHMODELSYNC", "bench-model-sync-secret", "us-east-1"
+BUCKET = "bench"
+MIB = 1024 * 1024
+RUN_TIMEOUT_S = 600
+
+
+def log(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def s3_tools() -> Path:
+    out = subprocess.run([str(REPO / "tests" / "bench" / "s3_tools.sh")], check=True, capture_output=True, text=True)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def awscli_venv() -> Path:
+    requirements = REPO / "requirements" / "awscli-bench.txt"
+    import hashlib
+
+    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()[:12]
+    venv = CACHE / f"awscli-{digest}"
+    if not (venv / ".complete").exists():
+        log(f"building {venv}")
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "-r", str(requirements)], check=True)
+        (venv / ".complete").touch()
+    return venv
+
+
+def module_path(root: Path) -> Path:
+    """PYTHONPATH with ansible-core and the collections only (as in the integration tests)."""
+    import ansible
+    import ansible_collections.amazon.aws
+
+    (root / "ansible_collections" / "llmserve").mkdir(parents=True)
+    (root / "ansible").symlink_to(Path(ansible.__file__).parent)
+    (root / "ansible_collections" / "amazon").symlink_to(Path(list(ansible_collections.amazon.aws.__path__)[0]).parent)
+    (root / "ansible_collections" / "llmserve" / "aws").symlink_to(REPO)
+    return root
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_rclone(tools: Path, data: Path, log_file: Path):
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(tools / "bin" / "rclone"), "serve", "s3", "--addr", f"127.0.0.1:{port}", "--auth-key",
+         f"{ACCESS_KEY},{SECRET_KEY}", "--config", "/dev/null",
+         # rclone computes each file's MD5 (its ETag) on first LIST/HEAD and keeps it with the directory cache
+         # (5 min by default): keep it for the whole run, so no contender pays for hashing on the server side.
+         "--dir-cache-time", "2h", str(data)],
+        stdout=open(log_file, "wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return proc, f"http://127.0.0.1:{port}"
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("rclone serve s3 did not start: " + log_file.read_text()[-2000:])
+
+
+def prepare_objects(tools: Path, endpoint: str, data: Path, workdir: Path) -> None:
+    """model-md5/: shards written straight into the served folder (only an MD5 ETag); model-crc64/: the same
+    bytes uploaded through the S3 API with a CRC64NVME checksum (kept by rclone like S3 keeps it)."""
+    folder = data / BUCKET / "model-md5"
+    folder.mkdir(parents=True)
+    for index in range(1, SHARDS + 1):
+        with open(folder / f"shard-{index}.safetensors", "wb") as handle:
+            for _chunk in range(SHARD_MIB // 64):
+                handle.write(os.urandom(64 * MIB))
+    script = workdir / "upload.py"
+    script.write_text(
+        "import sys, boto3\n"
+        "from boto3.s3.transfer import TransferConfig\n"
+        f"c = boto3.client('s3', endpoint_url={endpoint!r}, region_name={REGION!r}, aws_access_key_id={ACCESS_KEY!r},"
+        f" aws_secret_access_key={SECRET_KEY!r})\n"
+        # one PUT per shard: rclone keeps the full-object checksum of a PUT, not of a multipart upload
+        "cfg = TransferConfig(multipart_threshold=4 * 1024 ** 3)\n"
+        "for path in sys.argv[1:]:\n"
+        "    name = path.rsplit('/', 1)[-1]\n"
+        f"    c.upload_file(path, {BUCKET!r}, 'model-crc64/' + name, ExtraArgs={{'ChecksumAlgorithm': 'CRC64NVME'}},"
+        " Config=cfg)\n"
+        f"    h = c.head_object(Bucket={BUCKET!r}, Key='model-crc64/' + name, ChecksumMode='ENABLED')\n"
+        "    assert h.get('ChecksumCRC64NVME') and h.get('ChecksumType') in (None, 'FULL_OBJECT'), h\n"
+    )
+    subprocess.run([str(tools / "bin" / "python"), str(script), *map(str, sorted(folder.iterdir()))], check=True)
+
+
+def warm_etags(tools: Path, endpoint: str, workdir: Path) -> None:
+    """LIST and HEAD every object once, so rclone has computed and cached every MD5 ETag before timing."""
+    script = workdir / "warm.py"
+    script.write_text(
+        "import boto3\n"
+        f"c = boto3.client('s3', endpoint_url={endpoint!r}, region_name={REGION!r}, aws_access_key_id={ACCESS_KEY!r},"
+        f" aws_secret_access_key={SECRET_KEY!r})\n"
+        f"for o in c.list_objects_v2(Bucket={BUCKET!r})['Contents']:\n"
+        f"    c.head_object(Bucket={BUCKET!r}, Key=o['Key'])\n"
+    )
+    subprocess.run([str(tools / "bin" / "python"), str(script)], check=True)
+
+
+def timed(command, env, expect_files=None, dest=None):
+    subprocess.run(["sync"], check=True)
+    started = time.monotonic()
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False)
+    elapsed = time.monotonic() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"{command[0]} failed ({proc.returncode}): {proc.stdout[-2000:]} {proc.stderr[-2000:]}")
+    if dest is not None and expect_files is not None:
+        got = sorted(p.name for p in Path(dest).rglob("*.safetensors"))
+        if len(got) != expect_files:
+            raise RuntimeError(f"{command[0]} delivered {got}")
+    return elapsed, proc.stdout
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a temp dir)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args()
+
+    tools, aws = s3_tools(), awscli_venv()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-model-sync-", dir=args.workdir))
+    data, downloads = workdir / "s3", workdir / "dest"
+    data.mkdir()
+    rclone, endpoint = start_rclone(tools, data, workdir / "rclone.log")
+    total_bytes = SHARDS * SHARD_MIB * MIB
+    results = {}
+    try:
+        log(f"writing {SHARDS} x {SHARD_MIB} MiB shards and uploading a CRC64NVME copy")
+        prepare_objects(tools, endpoint, data, workdir)
+        pythonpath = module_path(workdir / "pythonpath")
+        base_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        cli_env = dict(base_env, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY, AWS_REGION=REGION,
+                       AWS_DEFAULT_REGION=REGION)
+        module_env = dict(base_env, PYTHONPATH=str(pythonpath))
+
+        def module_command(prefix, dest):
+            module_args = {"source": f"s3://{BUCKET}/{prefix}/", "dest": str(dest), "endpoint_url": endpoint,
+                           "region": REGION, "access_key": ACCESS_KEY, "secret_key": SECRET_KEY,
+                           "progress_interval": 0, "min_free_mb": 0}
+            module = "ansible_collections.llmserve.aws.plugins.modules.s3_model_sync"
+            return [str(tools / "bin" / "python"), "-m", module, json.dumps({"ANSIBLE_MODULE_ARGS": module_args})]
+
+        contenders = {
+            "model_sync (CRC64NVME objects)": lambda dest: module_command("model-crc64", dest),
+            "model_sync (MD5-ETag objects)": lambda dest: module_command("model-md5", dest),
+            "s5cmd defaults": lambda dest: [str(tools / "bin" / "s5cmd"), "--endpoint-url", endpoint, "cp",
+                                            f"s3://{BUCKET}/model-md5/*", f"{dest}/"],
+            "aws s3 sync defaults": lambda dest: [str(aws / "bin" / "aws"), "--endpoint-url", endpoint, "s3", "sync",
+                                                  f"s3://{BUCKET}/model-md5/", f"{dest}/", "--only-show-errors"],
+        }
+        warm_etags(tools, endpoint, workdir)
+        times = {name: [] for name in contenders}
+        for round_index in range(1, args.rounds + 1):
+            for name, command in contenders.items():
+                dest = downloads / name.split()[0]
+                shutil.rmtree(dest, ignore_errors=True)
+                dest.mkdir(parents=True)
+                env = module_env if name.startswith("model_sync") else cli_env
+                elapsed, out = timed(command(dest), env, SHARDS, dest)
+                if name.startswith("model_sync"):
+                    result = json.loads(out)
+                    assert result["changed"] and len(result["downloaded"]) == SHARDS, result
+                    log(f"round {round_index} {name}: {elapsed:.2f} s (verified by {result['verification']}, "
+                        f"module {result['elapsed_s']:.2f} s: {result['timings']})")
+                else:
+                    log(f"round {round_index} {name}: {elapsed:.2f} s")
+                times[name].append(elapsed)
+                shutil.rmtree(dest, ignore_errors=True)
+
+        # Unchanged re-sync: sync once, then again with nothing to do.
+        dest = downloads / "resync"
+        timed(contenders["model_sync (CRC64NVME objects)"](dest), module_env)
+        resync = []
+        for _round in range(args.rounds):
+            elapsed, out = timed(contenders["model_sync (CRC64NVME objects)"](dest), module_env)
+            result = json.loads(out)
+            assert result["changed"] is False and result["downloaded"] == [], result
+            resync.append((elapsed, result["elapsed_s"]))
+        aws_resync = []
+        timed(contenders["aws s3 sync defaults"](downloads / "aws-resync"), cli_env)
+        for _round in range(args.rounds):
+            aws_resync.append(timed(contenders["aws s3 sync defaults"](downloads / "aws-resync"), cli_env)[0])
+
+        speeds = {name: total_bytes / 1e6 / statistics.median(t) for name, t in times.items()}
+        s5, awsv = speeds["s5cmd defaults"], speeds["aws s3 sync defaults"]
+        print(f"\n{SHARDS} x {SHARD_MIB} MiB on rclone serve s3 (127.0.0.1), median of {args.rounds}, "
+              f"{os.cpu_count()} CPU cores shared by server and client")
+        print(f"{'contender':34} {'MB/s':>7} {'vs s5cmd':>9} {'vs aws':>7}   runs (s)")
+        for name, speed in speeds.items():
+            runs = " ".join(f"{t:.2f}" for t in times[name])
+            print(f"{name:34} {speed:7.0f} {speed / s5:8.2f}x {speed / awsv:6.2f}x   {runs}")
+        wall = statistics.median(r[0] for r in resync)
+        inner = statistics.median(r[1] for r in resync)
+        print(f"unchanged re-sync, model_sync: {wall:.2f} s wall (Python start included), module {inner:.3f} s; "
+              f"aws s3 sync: {statistics.median(aws_resync):.2f} s")
+        results = {"speeds_mb_s": speeds, "times_s": times, "resync_wall_s": wall, "resync_module_s": inner,
+                   "aws_resync_s": statistics.median(aws_resync), "rounds": args.rounds, "cpus": os.cpu_count()}
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1))
+    finally:
+        rclone.terminate()
+        rclone.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

