@@ -3,7 +3,7 @@
 # summary line. pytest gates count their test cases; lint, sanity and each molecule scenario count as one each.
 set -uo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$repo"
+cd "$repo" || exit 1
 reports="$repo/tests/output/gates"
 rm -rf "$reports"
 mkdir -p "$reports"

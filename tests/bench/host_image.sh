@@ -10,7 +10,7 @@ mirror="${LLMSERVE_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 # libnuma1: vllm._C links it; python3-venv: roles build venvs on the host; the rest: Ansible + systemd.
 packages=systemd,systemd-sysv,dbus,python3,python3-apt,python3-venv,iproute2,procps,ca-certificates,sudo,curl,libnuma1
 
-recipe_hash="$(cat "${BASH_SOURCE[0]}" | sha256sum | cut -c1-12)"
+recipe_hash="$(sha256sum < "${BASH_SOURCE[0]}" | cut -c1-12)"
 image="llmserve-bench-host:${recipe_hash}"
 tarball="$cache/host-image-${recipe_hash}.tar"
 

@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """A local EC2 instance metadata service (IMDSv2) for tests.
 
 Standard library only: it runs on the host and inside the Debian bookworm systemd host image with Debian's own
@@ -116,7 +115,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import xml.etree.ElementTree as ElementTree
+from xml.etree import ElementTree
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 TOKEN_PATH = "/latest/api/token"
@@ -659,7 +658,7 @@ class ImdsEmulator:
         children: list[str] = []
         for leaf in tree:
             if leaf.startswith(prefix):
-                head, slash, _ = leaf[len(prefix) :].partition("/")
+                head, slash, _unused = leaf[len(prefix) :].partition("/")
                 child = head + slash
                 if child not in children:
                     children.append(child)

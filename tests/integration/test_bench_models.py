@@ -69,7 +69,7 @@ def _wait_for_health(base_url, process, log_path):
         if process.poll() is not None:
             pytest.fail(f"vLLM exited with {process.returncode} after {elapsed:.0f} s:\n{_log_tail(log_path)}")
         try:
-            status, _ = _get(f"{base_url}/health")
+            status, _unused = _get(f"{base_url}/health")
             if status == http.HTTPStatus.OK:
                 print(f"vLLM healthy after {elapsed:.1f} s", file=sys.stderr)
                 return elapsed
@@ -167,7 +167,7 @@ def _chat_payload(**extra):
 
 
 def test_health_answers_200(vllm_server):
-    status, _ = _get(f"{vllm_server}/health")
+    status, _unused = _get(f"{vllm_server}/health")
     assert status == http.HTTPStatus.OK
 
 

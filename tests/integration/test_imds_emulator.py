@@ -46,7 +46,7 @@ def call(url, path, method="GET", headers=None, body=None, timeout=5.0):
 
 
 def token(url, ttl="21600"):
-    status, _, text = call(url, "/latest/api/token", "PUT", {"X-aws-ec2-metadata-token-ttl-seconds": ttl})
+    status, _unused, text = call(url, "/latest/api/token", "PUT", {"X-aws-ec2-metadata-token-ttl-seconds": ttl})
     assert status == 200, text
     return text
 
@@ -57,7 +57,7 @@ def get(url, path, imds_token=None, timeout=5.0):
 
 
 def control(url, method, action, body=None):
-    status, _, text = call(url, f"/_emulator/{action}", method, body=body if body is not None else {})
+    status, _unused, text = call(url, f"/_emulator/{action}", method, body=body if body is not None else {})
     return status, json.loads(text)
 
 
@@ -81,26 +81,26 @@ def test_token_put_answers_token_and_granted_ttl(imds):
 
 @pytest.mark.parametrize("ttl", ["1", "21600"])
 def test_token_ttl_bounds_are_accepted(imds, ttl):
-    status, _, _ = call(imds.url, "/latest/api/token", "PUT", {"X-aws-ec2-metadata-token-ttl-seconds": ttl})
+    status, _unused, _unused = call(imds.url, "/latest/api/token", "PUT", {"X-aws-ec2-metadata-token-ttl-seconds": ttl})
     assert status == 200
 
 
 @pytest.mark.parametrize("ttl", [None, "0", "21601", "-1", "ten"])
 def test_token_without_valid_ttl_header_is_400(imds, ttl):
     headers = {} if ttl is None else {"X-aws-ec2-metadata-token-ttl-seconds": ttl}
-    status, _, text = call(imds.url, "/latest/api/token", "PUT", headers)
+    status, _unused, text = call(imds.url, "/latest/api/token", "PUT", headers)
     assert status == 400
     assert "<title>400 - Bad Request</title>" in text
 
 
 def test_token_request_through_a_proxy_is_403(imds):
     headers = {"X-aws-ec2-metadata-token-ttl-seconds": "60", "X-Forwarded-For": "203.0.113.7"}
-    status, _, _ = call(imds.url, "/latest/api/token", "PUT", headers)
+    status, _unused, _unused = call(imds.url, "/latest/api/token", "PUT", headers)
     assert status == 403
 
 
 def test_token_path_only_takes_put(imds):
-    status, headers, _ = call(imds.url, "/latest/api/token", headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"})
+    status, headers, _unused = call(imds.url, "/latest/api/token", headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"})
     assert status == 405
     assert headers["Allow"] == "PUT"
 
@@ -114,19 +114,19 @@ def test_imdsv1_get_without_token_is_401(imds):
 
 def test_unknown_token_is_401(imds):
     token(imds.url)
-    status, _, _ = get(imds.url, "/latest/meta-data/instance-id", "not-a-token-the-emulator-issued")
+    status, _unused, _unused = get(imds.url, "/latest/meta-data/instance-id", "not-a-token-the-emulator-issued")
     assert status == 401
 
 
 def test_token_expires_after_its_ttl(imds):
     short = token(imds.url, ttl="1")
     issued = time.monotonic()
-    status, headers, _ = get(imds.url, "/latest/meta-data/instance-id", short)
+    status, headers, _unused = get(imds.url, "/latest/meta-data/instance-id", short)
     assert status == 200
     assert headers["X-aws-ec2-metadata-token-ttl-seconds"] == "1"
     deadline = issued + 3.0
     while time.monotonic() < deadline:
-        status, _, _ = get(imds.url, "/latest/meta-data/instance-id", short)
+        status, _unused, _unused = get(imds.url, "/latest/meta-data/instance-id", short)
         if status == 401:
             break
         time.sleep(0.05)
@@ -137,7 +137,7 @@ def test_token_expires_after_its_ttl(imds):
 def test_max_token_ttl_caps_the_granted_ttl(imds):
     status, body = control(imds.url, "POST", "max-token-ttl", {"seconds": 5})
     assert (status, body) == (200, {"ok": True})
-    status, headers, _ = call(imds.url, "/latest/api/token", "PUT", {"X-aws-ec2-metadata-token-ttl-seconds": "21600"})
+    status, headers, _unused = call(imds.url, "/latest/api/token", "PUT", {"X-aws-ec2-metadata-token-ttl-seconds": "21600"})
     assert status == 200
     assert headers["X-aws-ec2-metadata-token-ttl-seconds"] == "5"
 
@@ -152,14 +152,14 @@ def test_expire_tokens_invalidates_every_token(imds):
 
 def test_imdsv1_is_answered_only_when_allowed():
     with ImdsEmulator(allow_imdsv1=True, instance_id="i-0v1allowed0000000") as imds:
-        status, _, text = get(imds.url, "/latest/meta-data/instance-id")
+        status, _unused, text = get(imds.url, "/latest/meta-data/instance-id")
         assert (status, text) == (200, "i-0v1allowed0000000")
         # A bad token is refused even where v1 is allowed, as on EC2.
         assert get(imds.url, "/latest/meta-data/instance-id", "bogus")[0] == 401
 
 
 def test_metadata_paths_take_only_get(imds):
-    status, _, _ = call(imds.url, "/latest/meta-data/instance-id", "PUT", {"X-aws-ec2-metadata-token": token(imds.url)})
+    status, _unused, _unused = call(imds.url, "/latest/meta-data/instance-id", "PUT", {"X-aws-ec2-metadata-token": token(imds.url)})
     assert status == 405
 
 
@@ -203,29 +203,29 @@ def test_metadata_values(custom_imds, path, expected):
 
 
 def test_hostname_in_us_east_1_uses_ec2_internal(imds):
-    _, _, text = get(imds.url, "/latest/meta-data/hostname", token(imds.url))
+    _unused, _unused, text = get(imds.url, "/latest/meta-data/hostname", token(imds.url))
     assert text == "ip-10-0-1-10.ec2.internal"
 
 
 def test_meta_data_directory_lists_keys_and_subdirectories(imds):
-    status, _, text = get(imds.url, "/latest/meta-data/", token(imds.url))
+    status, _unused, text = get(imds.url, "/latest/meta-data/", token(imds.url))
     assert status == 200
     entries = text.split("\n")
     for key in ("ami-id", "hostname", "instance-id", "instance-type", "local-ipv4", "mac", "placement/", "iam/"):
         assert key in entries
     assert "spot/" not in entries, "spot/ listed while there is no instance action"
-    _, _, placement = get(imds.url, "/latest/meta-data/placement/", token(imds.url))
+    _unused, _unused, placement = get(imds.url, "/latest/meta-data/placement/", token(imds.url))
     assert placement.split("\n") == ["availability-zone", "region"]
 
 
 def test_unknown_metadata_path_is_404(imds):
-    status, _, text = get(imds.url, "/latest/meta-data/no-such-key", token(imds.url))
+    status, _unused, text = get(imds.url, "/latest/meta-data/no-such-key", token(imds.url))
     assert status == 404
     assert "<title>404 - Not Found</title>" in text
 
 
 def test_identity_document(custom_imds):
-    status, _, text = get(custom_imds.url, "/latest/dynamic/instance-identity/document", token(custom_imds.url))
+    status, _unused, text = get(custom_imds.url, "/latest/dynamic/instance-identity/document", token(custom_imds.url))
     assert status == 200
     document = json.loads(text)
     assert {
@@ -246,7 +246,7 @@ def test_identity_document(custom_imds):
 
 
 def test_role_credentials_json(imds):
-    _, _, text = get(imds.url, "/latest/meta-data/iam/security-credentials/llmserve-instance-role", token(imds.url))
+    _unused, _unused, text = get(imds.url, "/latest/meta-data/iam/security-credentials/llmserve-instance-role", token(imds.url))
     credentials = json.loads(text)
     assert credentials["Code"] == "Success"
     assert credentials["Type"] == "AWS-HMAC"
@@ -259,7 +259,7 @@ def test_role_credentials_json(imds):
 
 def test_instance_without_role_has_no_iam_tree():
     with ImdsEmulator(role_name=None) as imds:
-        status, _, _ = get(imds.url, "/latest/meta-data/iam/security-credentials/", token(imds.url))
+        status, _unused, _unused = get(imds.url, "/latest/meta-data/iam/security-credentials/", token(imds.url))
         assert status == 404
 
 
@@ -273,12 +273,12 @@ def test_set_metadata_adds_and_removes_leaves(imds):
 # ------------------------------------------------------------------------------------------ notices
 @pytest.mark.parametrize("path", NOTICE_PATHS_404_WHEN_NONE)
 def test_notice_paths_are_404_when_no_notice(imds, path):
-    status, _, _ = get(imds.url, path, token(imds.url))
+    status, _unused, _unused = get(imds.url, path, token(imds.url))
     assert status == 404
 
 
 def test_scheduled_events_are_an_empty_list_when_none(imds):
-    status, _, text = get(imds.url, "/latest/meta-data/events/maintenance/scheduled", token(imds.url))
+    status, _unused, text = get(imds.url, "/latest/meta-data/events/maintenance/scheduled", token(imds.url))
     assert status == 200
     assert json.loads(text) == []
 
@@ -287,7 +287,7 @@ def test_scheduled_events_are_an_empty_list_when_none(imds):
 def test_spot_instance_action_format(imds, action):
     status, notice = control(imds.url, "POST", "spot-action", {"action": action, "in_seconds": 120})
     assert status == 200
-    status, _, text = get(imds.url, "/latest/meta-data/spot/instance-action", token(imds.url))
+    status, _unused, text = get(imds.url, "/latest/meta-data/spot/instance-action", token(imds.url))
     assert status == 200
     answer = json.loads(text)
     assert answer == notice
@@ -304,7 +304,7 @@ def test_spot_action_rejects_unknown_action(imds):
 
 def test_rebalance_recommendation_format(imds):
     assert control(imds.url, "POST", "rebalance", {"seconds_ago": 30})[0] == 200
-    status, _, text = get(imds.url, "/latest/meta-data/events/recommendations/rebalance", token(imds.url))
+    status, _unused, text = get(imds.url, "/latest/meta-data/events/recommendations/rebalance", token(imds.url))
     assert status == 200
     answer = json.loads(text)
     assert set(answer) == {"noticeTime"}
@@ -312,11 +312,11 @@ def test_rebalance_recommendation_format(imds):
 
 
 def test_scheduled_event_format(imds):
-    status, _ = control(
+    status, _unused = control(
         imds.url, "POST", "scheduled-events", {"code": "instance-stop", "in_seconds": 7200, "duration_seconds": 1800}
     )
     assert status == 200
-    status, _, text = get(imds.url, "/latest/meta-data/events/maintenance/scheduled", token(imds.url))
+    status, _unused, text = get(imds.url, "/latest/meta-data/events/maintenance/scheduled", token(imds.url))
     assert status == 200
     (event,) = json.loads(text)
     assert set(event) == {"NotBefore", "Code", "Description", "EventId", "NotAfter", "State"}
@@ -338,14 +338,14 @@ def test_scheduled_event_time_uses_go_layout_without_leading_zero():
 def test_scheduled_events_can_be_replaced_verbatim(imds):
     raw = [{"NotBefore": "not a time", "Code": "system-reboot", "State": "active"}]
     assert control(imds.url, "POST", "scheduled-events", {"events": raw})[0] == 200
-    _, _, text = get(imds.url, "/latest/meta-data/events/maintenance/scheduled", token(imds.url))
+    _unused, _unused, text = get(imds.url, "/latest/meta-data/events/maintenance/scheduled", token(imds.url))
     assert json.loads(text) == raw
 
 
 def test_target_lifecycle_state(imds):
     for state in ("InService", "Terminated"):
         assert control(imds.url, "POST", "lifecycle-state", {"state": state})[0] == 200
-        status, _, text = get(imds.url, "/latest/meta-data/autoscaling/target-lifecycle-state", token(imds.url))
+        status, _unused, text = get(imds.url, "/latest/meta-data/autoscaling/target-lifecycle-state", token(imds.url))
         assert (status, text) == (200, state)
     assert control(imds.url, "POST", "lifecycle-state", {"state": "Sleeping"})[0] == 400
     assert control(imds.url, "POST", "lifecycle-state", {"state": None})[0] == 200
@@ -367,10 +367,10 @@ def test_clearing_notices_brings_back_404s(imds):
 # ------------------------------------------------------------------------------------------ faults
 def test_fault_answers_status_count_times_then_recovers(imds):
     path = "/latest/meta-data/instance-id"
-    status, _ = control(imds.url, "POST", "fault", {"path": path, "status": 500, "count": 3})
+    status, _unused = control(imds.url, "POST", "fault", {"path": path, "status": 500, "count": 3})
     assert status == 200
     imds_token = token(imds.url)
-    statuses = [get(imds.url, path, imds_token)[0] for _ in range(4)]
+    statuses = [get(imds.url, path, imds_token)[0] for _unused in range(4)]
     assert statuses == [500, 500, 500, 200]
 
 
@@ -384,7 +384,7 @@ def test_fault_serves_bad_json(imds):
     path = "/latest/meta-data/spot/instance-action"
     imds.set_spot_action("terminate", in_seconds=120)
     control(imds.url, "POST", "fault", {"path": path, "body": "{not json"})
-    status, _, text = get(imds.url, path, token(imds.url))
+    status, _unused, text = get(imds.url, path, token(imds.url))
     assert (status, text) == (200, "{not json")
     with pytest.raises(json.JSONDecodeError):
         json.loads(text)
@@ -402,7 +402,7 @@ def test_fault_delays_the_answer(imds):
     assert time.monotonic() - started < 0.5
     control(imds.url, "POST", "fault", {"path": path, "delay_s": 0.3, "count": 1})
     started = time.monotonic()
-    status, _, text = get(imds.url, path, imds_token, timeout=3)
+    status, _unused, text = get(imds.url, path, imds_token, timeout=3)
     assert (status, text) == (200, imds.instance_id)
     assert time.monotonic() - started >= 0.3
 
@@ -427,7 +427,7 @@ def test_control_api_rejects_unknown_endpoints_and_bad_json(imds):
     status, body = control(imds.url, "POST", "no-such-thing")
     assert status == 404
     assert "POST /_emulator/spot-action" in body["endpoints"]
-    status, _, _ = call(imds.url, "/_emulator/spot-action", "POST", {"Content-Type": "application/json"})
+    status, _unused, _unused = call(imds.url, "/_emulator/spot-action", "POST", {"Content-Type": "application/json"})
     assert status == 200  # an empty body means defaults
     request = urllib.request.Request(imds.url + "/_emulator/spot-action", data=b"{nope", method="POST")
     with pytest.raises(urllib.error.HTTPError) as error:
@@ -607,6 +607,7 @@ def test_script_fails_fast_when_local_aws_is_unreachable(tmp_path):
         capture_output=True,
         text=True,
         timeout=20,
+        check=False,
     )
     assert result.returncode == 2
     assert "DescribeInstances" in result.stderr

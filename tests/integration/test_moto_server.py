@@ -398,7 +398,7 @@ def test_deregistered_target_drains_for_the_deregistration_delay(aws_clean, targ
 
 
 def test_drain_is_capped_by_the_setting(aws_clean, target_group):
-    elbv2, arn, (leaving, _) = target_group["elbv2"], target_group["arn"], target_group["instances"]
+    elbv2, arn, (leaving, _unused) = target_group["elbv2"], target_group["arn"], target_group["instances"]
     aws_clean.configure(elb_drain_cap_s=0.4)  # the target group keeps AWS's default 300 s delay
     elbv2.register_targets(TargetGroupArn=arn, Targets=[{"Id": leaving}])
     start = time.monotonic()
@@ -411,7 +411,7 @@ def test_drain_is_capped_by_the_setting(aws_clean, target_group):
 
 
 def test_reregistering_a_draining_target_stops_the_drain(aws_clean, target_group):
-    elbv2, arn, (target, _) = target_group["elbv2"], target_group["arn"], target_group["instances"]
+    elbv2, arn, (target, _unused) = target_group["elbv2"], target_group["arn"], target_group["instances"]
     aws_clean.configure(elb_drain_cap_s=30)
     elbv2.register_targets(TargetGroupArn=arn, Targets=[{"Id": target}])
     elbv2.deregister_targets(TargetGroupArn=arn, Targets=[{"Id": target}])
@@ -423,7 +423,7 @@ def test_reregistering_a_draining_target_stops_the_drain(aws_clean, target_group
 
 def test_new_target_is_initial_before_healthy(aws_clean, target_group):
     # moto lags: healthy at once. AWS: initial until health checks pass (a setting here; default 0).
-    elbv2, arn, (target, _) = target_group["elbv2"], target_group["arn"], target_group["instances"]
+    elbv2, arn, (target, _unused) = target_group["elbv2"], target_group["arn"], target_group["instances"]
     aws_clean.configure(elb_initial_s=0.4)
 
     elbv2.register_targets(TargetGroupArn=arn, Targets=[{"Id": target}])

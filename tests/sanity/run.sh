@@ -16,13 +16,22 @@ if ! ls "$wheel_dir"/pip-24.2-*.whl >/dev/null 2>&1; then
 fi
 cp "$repo/tests/sanity/get_pip_standin.py" "$test_home/.ansible/test/cache/get_pip_24_2.py"
 
-# Outside the checkout: inside it, ansible-test would ask git and find the copy ignored.
-dest="$cache/sanity-$(echo "$repo" | sha256sum | cut -c1-8)/ansible_collections/llmserve/aws"
-rm -rf "$dest"
+# Outside the checkout (inside it, ansible-test would ask git and find the copy ignored), one per run, so that
+# concurrent runs from several checkouts do not share it.
+mkdir -p "$cache/sanity"
+work="$(mktemp -d "$cache/sanity/run.XXXXXX")"
+trap 'rm -rf "$work"' EXIT
+dest="$work/ansible_collections/llmserve/aws"
 mkdir -p "$dest"
 (cd "$repo" && git ls-files -z --cached --others --exclude-standard) \
   | (cd "$repo" && tar --null -T - -cf -) | tar -C "$dest" -xf -
+# The collections ours imports (amazon.aws module_utils, community.aws) sit beside it, as ansible-test expects,
+# taken from the `ansible` package in the control venv.
+site_collections="$(python -c 'import ansible_collections.amazon, os; print(os.path.dirname(list(ansible_collections.amazon.__path__)[0]))')"
+for namespace in amazon community; do
+  ln -sfn "$site_collections/$namespace" "$dest/../../$namespace"
+done
 
 cd "$dest"
 export HOME="$test_home"
-exec ansible-test sanity --venv --python "$python_version" --color no "$@"
+ansible-test sanity --venv --python "$python_version" --color no "$@"

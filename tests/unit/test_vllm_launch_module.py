@@ -114,8 +114,8 @@ def host(tmp_path):
         if module_params["state"] == "absent":
             return vllm_launch.ensure_absent(module, fake, service_paths, UNIT, current, check_mode), current
         desired = vllm_launch.desired_service(module_params, "/usr/bin/systemctl")
-        changed, restarted, _baseline = vllm_launch.ensure_present(module, fake, service_paths, UNIT, current,
-                                                                    desired, check_mode)
+        changed, restarted, _baseline = vllm_launch.ensure_present(
+            module, fake, service_paths, UNIT, current, desired, check_mode)
         return (changed, restarted), current
 
     fake.converge = converge

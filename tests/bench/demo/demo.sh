@@ -52,7 +52,7 @@ imds_emulator() {
     echo "IMDS emulator already serving $instance_id on port $(cat "$build/imds.port")"
     return
   fi
-  [ -s "$build/imds.pid" ] && kill "$(cat "$build/imds.pid")" 2>/dev/null || true
+  if [ -s "$build/imds.pid" ]; then kill "$(cat "$build/imds.pid")" 2>/dev/null || true; fi
   rm -f "$build/imds.port"
   setsid nohup python tests/bench/imds_emulator.py --host 127.0.0.1 --port 0 --port-file "$build/imds.port" \
     --instance-id "$instance_id" --aws-endpoint-url "$(cat "$build/moto.url")" \

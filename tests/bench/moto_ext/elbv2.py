@@ -37,7 +37,7 @@ def _deregistration_delay_s(target_group: FakeTargetGroup) -> float:
 
 
 def _forget_expired(timeline: _TargetTimeline, moment: float) -> None:
-    for target_id, (_, until) in list(timeline.draining_until.items()):
+    for target_id, (_unused, until) in list(timeline.draining_until.items()):
         if moment >= until:
             del timeline.draining_until[target_id]
     for target_id, until in list(timeline.initial_until.items()):
@@ -85,7 +85,7 @@ def _patch_backend() -> None:
             _forget_expired(timeline, now())
             if not targets:
                 targets = list(target_group.targets.values()) + [
-                    target for target, _ in timeline.draining_until.values()
+                    target for target, _unused in timeline.draining_until.values()
                 ]
             return [_health(self, target_group, timeline, target) for target in targets]
 
@@ -99,7 +99,7 @@ def _health(
 ) -> FakeHealthStatus:
     target_id = target["Id"]
     if target_id not in target_group.targets and target_id in timeline.draining_until:
-        drained, _ = timeline.draining_until[target_id]
+        drained, _unused = timeline.draining_until[target_id]
         return FakeHealthStatus(
             target_id,
             target.get("Port", drained["Port"]),

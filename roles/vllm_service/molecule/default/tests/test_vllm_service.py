@@ -284,7 +284,7 @@ def test_stop_drains_eight_streaming_requests(host):
     assert status == 200, body
     # As long as the context allows (the prompt takes a few tokens), so the streams are still going at the stop.
     max_tokens = json.loads(body)["data"][0]["max_model_len"] - 64
-    records = [{"chunks": [], "done": False} for _ in range(8)]
+    records = [{"chunks": [], "done": False} for _unused in range(8)]
     threads = [threading.Thread(target=stream_chat, args=(max_tokens, record)) for record in records]
     for thread in threads:
         thread.start()
