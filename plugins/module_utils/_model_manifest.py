@@ -123,8 +123,12 @@ def checksums_from_head(head):
             checksums[algorithm] = value
     checksum_type = head.get("ChecksumType")
     if not checksum_type and checksums:
-        # Before ChecksumType existed, a composite (per-part) value was marked by a "-<parts>" suffix.
-        checksum_type = "COMPOSITE" if any(re.search(r"-\d+$", v) for v in checksums.values()) else "FULL_OBJECT"
+        # Before ChecksumType existed, a composite (per-part) value was marked by a "-<parts>" suffix. Stores that
+        # give neither (moto 5.2) on a multipart object cannot say which kind it is: a whole-file check would fail
+        # a good download, so treat it as per-part and verify by the multipart ETag instead.
+        suffixed = any(re.search(r"-\d+$", v) for v in checksums.values())
+        multipart = multipart_parts(normalize_etag(head.get("ETag"))) is not None
+        checksum_type = "COMPOSITE" if suffixed or multipart else "FULL_OBJECT"
     return checksums, checksum_type
 
 

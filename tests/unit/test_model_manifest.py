@@ -174,6 +174,11 @@ def test_checksums_from_head():
     assert mm.checksums_from_head(head) == ({"CRC32": "AAAAAA==", "SHA256": "y"}, "FULL_OBJECT")
     assert mm.checksums_from_head({"ChecksumCRC32": "AAAAAA==-4"}) == ({"CRC32": "AAAAAA==-4"}, "COMPOSITE")
     assert mm.checksums_from_head({}) == ({}, None)
+    # No ChecksumType and no suffix on a multipart object (moto 5.2): ambiguous, so not trusted as whole-file.
+    multipart_head = {"ChecksumCRC32": "dZe/Ww==", "ETag": '"e8ee54e3f3c5848a0c51f7d09770dfed-33"'}
+    assert mm.checksums_from_head(multipart_head) == ({"CRC32": "dZe/Ww=="}, "COMPOSITE")
+    single_head = {"ChecksumCRC32": "dZe/Ww==", "ETag": '"e8ee54e3f3c5848a0c51f7d09770dfed"'}
+    assert mm.checksums_from_head(single_head) == ({"CRC32": "dZe/Ww=="}, "FULL_OBJECT")
 
 
 def test_manifest_round_trip_and_unreadable_manifests():

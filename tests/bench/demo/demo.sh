@@ -34,7 +34,8 @@ bench_parts() {
   LLMSERVE_BENCH_IMAGE="$(tests/bench/host_image.sh | tail -n 1)"
   LLMSERVE_VLLM_VENV="$(tests/bench/vllm_venv.sh | tail -n 1)"
   LLMSERVE_DEMO_MODEL="$(tests/bench/models.sh smollm2 | tail -n 1)"
-  export LLMSERVE_BENCH_IMAGE LLMSERVE_VLLM_VENV LLMSERVE_DEMO_MODEL
+  LLMSERVE_DEMO_WHEELHOUSE="$(tests/bench/demo/wheelhouse.sh | tail -n 1)"
+  export LLMSERVE_BENCH_IMAGE LLMSERVE_VLLM_VENV LLMSERVE_DEMO_MODEL LLMSERVE_DEMO_WHEELHOUSE
   echo "host image $LLMSERVE_BENCH_IMAGE; vLLM venv $LLMSERVE_VLLM_VENV; model $LLMSERVE_DEMO_MODEL"
 }
 
