@@ -14,6 +14,9 @@ __metaclass__ = type
 import csv
 import re
 
+from ansible_collections.llmserve.aws.plugins.module_utils import _runner
+from ansible_collections.llmserve.aws.plugins.module_utils._runner import CommandError, classify, run_checked
+
 # The --query-gpu fields, in the order the parser expects them. nvidia-smi prints them in the order asked.
 QUERY_FIELDS = (
     "index",
@@ -57,7 +60,8 @@ ERROR_PERMISSIONS = "insufficient_permissions"
 ERROR_INVALID_FIELD = "invalid_query_field"
 ERROR_NVML = "nvml_error"
 ERROR_UNPARSEABLE = "unparseable_output"
-ERROR_UNKNOWN = "unknown"
+
+ERROR_UNKNOWN = _runner.ERROR_UNKNOWN
 
 _ERROR_PATTERNS = (
     (ERROR_LIBRARY_MISMATCH, re.compile(r"Driver/library version mismatch", re.IGNORECASE)),
@@ -72,23 +76,13 @@ _ERROR_PATTERNS = (
 )
 
 
-class NvidiaSmiError(Exception):
+class NvidiaSmiError(CommandError):
     """nvidia-smi could not answer: kind is one of the ERROR_* names, detail is what it printed."""
-
-    def __init__(self, kind, detail, rc=None, command=None):
-        super(NvidiaSmiError, self).__init__("%s: %s" % (kind, detail))
-        self.kind = kind
-        self.detail = detail
-        self.rc = rc
-        self.command = command
 
 
 def classify_error(text):
     """Name the failure behind an nvidia-smi error text (stdout and stderr together)."""
-    for kind, pattern in _ERROR_PATTERNS:
-        if pattern.search(text or ""):
-            return kind
-    return ERROR_UNKNOWN
+    return classify(text, _ERROR_PATTERNS)
 
 
 def _cell(value):
@@ -263,12 +257,7 @@ class NvidiaSmiRunner:
         self.executable = executable
 
     def run(self, args):
-        command = [self.executable] + list(args)
-        rc, stdout, stderr = self._run_command(command)
-        if rc != 0:
-            detail = "\n".join(part.strip() for part in (stdout, stderr) if part and part.strip())
-            raise NvidiaSmiError(classify_error(detail), detail or "exit code %d and no output" % rc, rc, command)
-        return stdout
+        return run_checked(self._run_command, [self.executable] + list(args), _ERROR_PATTERNS, NvidiaSmiError)
 
     def _parsed(self, args, parser):
         output = self.run(args)

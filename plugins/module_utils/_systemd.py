@@ -4,8 +4,7 @@
 """The one runner for systemctl and journalctl, and pure parsers for what they print.
 
 Private to this collection. Everything here except SystemdRunner is a pure function of text, unit-tested on
-recorded outputs. The runner takes an AnsibleModule-style run_command(args) -> (rc, stdout, stderr), the
-same contract as _nvidia_smi.NvidiaSmiRunner, so both can move onto one shared runner later.
+recorded outputs. The runner runs its commands through _runner.run_checked, as _nvidia_smi.NvidiaSmiRunner does.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -13,6 +12,9 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import re
+
+from ansible_collections.llmserve.aws.plugins.module_utils import _runner
+from ansible_collections.llmserve.aws.plugins.module_utils._runner import CommandError, classify, run_checked
 
 # The properties `systemctl show` is asked for; parse_show() reads any KEY=VALUE list.
 STATUS_PROPERTIES = (
@@ -34,9 +36,10 @@ ERROR_UNIT_NOT_FOUND = "unit_not_found"
 ERROR_ACCESS_DENIED = "access_denied"
 ERROR_START_LIMIT = "start_limit_hit"
 ERROR_JOB_FAILED = "job_failed"
-ERROR_UNKNOWN = "unknown"
 
 # Order matters: a start-limit failure also says "Job for ... failed".
+ERROR_UNKNOWN = _runner.ERROR_UNKNOWN
+
 _ERROR_PATTERNS = (
     (ERROR_NO_SYSTEMD, re.compile(r"has not been booted with systemd|Failed to connect to bus|"
                                   r"System has not been booted", re.IGNORECASE)),
@@ -54,23 +57,13 @@ FAILED = "failed"
 INACTIVE = "inactive"
 
 
-class SystemdError(Exception):
+class SystemdError(CommandError):
     """systemctl or journalctl failed: kind is one of the ERROR_* names, detail is what it printed."""
-
-    def __init__(self, kind, detail, rc=None, command=None):
-        super(SystemdError, self).__init__("%s: %s" % (kind, detail))
-        self.kind = kind
-        self.detail = detail
-        self.rc = rc
-        self.command = command
 
 
 def classify_error(text):
     """Name the failure behind a systemctl/journalctl error text."""
-    for kind, pattern in _ERROR_PATTERNS:
-        if pattern.search(text or ""):
-            return kind
-    return ERROR_UNKNOWN
+    return classify(text, _ERROR_PATTERNS)
 
 
 def parse_show(text):
@@ -188,11 +181,7 @@ class SystemdRunner:
         self.journalctl = journalctl
 
     def _run(self, command):
-        rc, stdout, stderr = self._run_command(command)
-        if rc != 0:
-            detail = "\n".join(part.strip() for part in (stdout, stderr) if part and part.strip())
-            raise SystemdError(classify_error(detail), detail or "exit code %d and no output" % rc, rc, command)
-        return stdout
+        return run_checked(self._run_command, command, _ERROR_PATTERNS, SystemdError)
 
     def systemctl_run(self, *args):
         return self._run([self.systemctl] + list(args))
