@@ -31,11 +31,11 @@ gate() {  # gate NAME [junit] -- make-target [make args...]
   if [ "$1" = junit ]; then junit="$reports/$name.xml"; shift; fi
   echo "==== gate: $name"
   if [ -n "$junit" ]; then
-    PYTEST_ADDOPTS="--junitxml=$junit" make --no-print-directory "$@"
+    PYTEST_ADDOPTS="--junitxml=$junit" make --no-print-directory "$@" 2>&1 | tee "$reports/$name.log"
   else
-    make --no-print-directory "$@"
+    make --no-print-directory "$@" 2>&1 | tee "$reports/$name.log"
   fi
-  rc=$?
+  rc=${PIPESTATUS[0]}
   if [ -n "$junit" ] && [ -s "$junit" ]; then
     read -r p f < <(count_junit "$junit")
     passed=$((passed + p)); failed=$((failed + f))
@@ -57,6 +57,13 @@ for scenario in $(make --no-print-directory -s print-molecule-scenarios); do
   gate "molecule-$scenario" molecule ROLE="$scenario"
 done
 
+# CI keeps only the tail of this output: end with why each failed gate failed.
+for name in "${failed_gates[@]}"; do
+  echo "==== why $name failed (full log: tests/output/gates/$name.log)"
+  # Molecule frames its output in colour and a box; strip both before looking for pytest/Ansible failure lines.
+  sed -E 's/\x1b\[[0-9;]*m//g; s/^ *│ ?//' "$reports/$name.log" \
+    | grep -a -E '^(FAILED|ERROR) |^E   |fatal: \[|^ERROR|\*\*\* ' | grep -a -v 'RETRYING' | cut -c1-400 | tail -n 40
+done
 echo "make test took $((SECONDS - started)) s; failed gates: ${failed_gates[*]:-none}"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -86,7 +86,7 @@ Control API (not part of IMDS; no token needed; JSON bodies; answers are JSON)
 * ``POST /_emulator/sync-from-aws`` ``{"instance_id": "i-..."}``: see below.
 * ``DELETE /_emulator/notices``: clears spot action, rebalance, scheduled events and lifecycle state.
 * ``GET /_emulator/requests``: every IMDS request so far, oldest first: ``{"method", "path", "had_token",
-  "token_valid", "status"}`` (control API calls are not logged). ``DELETE /_emulator/requests`` clears the log.
+  "token_valid", "status", "at"}`` (``at``: epoch seconds when it arrived; control API calls are not logged). ``DELETE /_emulator/requests`` clears the log.
 * ``POST /_emulator/reset``: notices, faults, tokens and the request log cleared; max token TTL back to 21600.
 
 Local AWS
@@ -734,6 +734,7 @@ class ImdsEmulator:
 
     def handle_imds(self, method: str, raw_path: str, headers) -> _Response:
         """One IMDS request, logged; headers is any case-insensitive mapping (http.client.HTTPMessage)."""
+        arrived_at = time.time()
         sent_path = urllib.parse.urlsplit(raw_path).path
         path = _normalize_imds_path(sent_path)
         token = headers.get(TOKEN_HEADER)
@@ -750,6 +751,7 @@ class ImdsEmulator:
                     "had_token": token is not None,
                     "token_valid": token_valid,
                     "status": response.status,
+                    "at": arrived_at,
                 }
             )
         return response

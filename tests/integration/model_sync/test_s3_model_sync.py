@@ -103,7 +103,7 @@ def test_first_sync_verifies_every_file_and_switches_current(run_module, local_s
     assert not (dest / ".model-sync" / "staging").exists()
 
 
-def test_rerun_with_nothing_changed_downloads_nothing_fast(run_module, local_s3, tmp_path):
+def test_rerun_with_nothing_changed_downloads_nothing(run_module, local_s3, tmp_path):
     upload(local_s3, model_files())
     dest = tmp_path / "dest"
     first = sync(run_module, local_s3, dest)
@@ -114,9 +114,8 @@ def test_rerun_with_nothing_changed_downloads_nothing_fast(run_module, local_s3,
     assert again["changed"] is False, again
     assert again["downloaded"] == [] and again["version"] == first["version"]
     assert {p.name: p.stat().st_ino for p in (dest / "current").rglob("*") if p.is_file()} == inodes
-    assert again["elapsed_s"] < 1.0, again["elapsed_s"]
-    # wall time adds starting Python and importing boto3 (0.5-1 s; more while other tests load the 2 cores)
-    assert again["_wall_s"] < 3.0, again["_wall_s"]
+    # How fast is the benchmark's business (benchmarks/model_sync prints the unchanged re-sync seconds).
+    print(f"unchanged re-sync: module {again['elapsed_s']:.3f} s, wall {again['_wall_s']:.2f} s")
 
 
 def test_one_changed_object_is_the_only_download(run_module, local_s3, tmp_path):

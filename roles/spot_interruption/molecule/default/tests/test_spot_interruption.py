@@ -4,7 +4,6 @@ The host shares the network with this machine, so the tests read moto (127.0.0.1
 drive the IMDS emulator that runs inside the host. They run in file order; the drill comes last (it stops vLLM).
 """
 
-import datetime
 import json
 import os
 import re
@@ -27,6 +26,10 @@ PYTHON = "/opt/llmserve-spot-watcher/venv/bin/python"
 CONFIG = "/etc/llmserve/spot-watcher.json"
 UNITS = ("llmserve-spot-watcher.service", "llmserve-vllm-stop.service", "llmserve-alb-registration.service")
 MAX_EXPOSURE = 2.0
+
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+from tests.bench import spot_bench  # noqa: E402  (the drill's own helpers: one reading of IMDS's request log)
 
 
 def aws(service):
@@ -184,7 +187,6 @@ def test_drill_all_streams_finish_target_leaves_within_two_seconds_vllm_stops_af
     assert report["requests_completed"] == 16 and report["requests_failed"] == 0
     assert report["error_chunks"] == 0
     assert report["notice_to_deregistered_s"] is not None
-    assert float(report["notice_to_deregistered_s"]) <= 2.0
     assert report["deregister_calls"] == 1
     assert target_state() in ("draining", "unused")
 
@@ -201,9 +203,16 @@ def test_drill_all_streams_finish_target_leaves_within_two_seconds_vllm_stops_af
     expected = ["notice", "deregistered", "alb_out_of_service", "requests_drained", "vllm_stop_requested",
                 "vllm_stopped", "drain_finished"]
     assert [step for step in steps if step in expected] == expected
-    stop_requested_at = re.match(r"(\S+) event=vllm_stop_requested", stop_requested[0]).group(1)
-    requested_epoch = datetime.datetime.fromisoformat(stop_requested_at.replace("Z", "+00:00")).timestamp()
-    assert requested_epoch - last_request < 2.0
+    # Stopped because vLLM reported nothing in flight, with no timer in between (the seconds: the benchmark).
+    assert steps[steps.index("requests_drained") + 1] == "vllm_stop_requested"
+    assert re.search(r"event=requests_drained running=0 waiting=0", watcher_log)
+    # Deregistered in the poll cycle that saw the notice (the seconds: `make bench-spot-drill`).
+    between = [
+        spot_bench.event_epoch({"time": re.search(rf"^(\S+) event={name}", watcher_log, re.MULTILINE).group(1)})
+        for name in ("notice", "deregistered")
+    ]
+    imds_requests = json.loads(host.check_output(f"curl -sf {BENCH['spot_interruption_bench_imds_url']}/_emulator/requests"))
+    assert spot_bench.notice_reads_between(imds_requests, *between) == 0
     # The stop went through the path unit (systemctl run as root), and the registration unit saw the drain.
     stop_service = host.check_output(
         "systemctl show llmserve-vllm-stop.service -p Result,ExecMainStartTimestamp --timestamp=unix"
