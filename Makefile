@@ -12,15 +12,19 @@ export LLMSERVE_CACHE ?= $(HOME)/.cache/llmserve-aws
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.collections
 export ANSIBLE_ROLES_PATH := $(CURDIR)/roles
 export PATH := $(BIN):$(PATH)
-# Roles with a molecule scenario, plus the bench's own smoke scenario (tests/bench).
-MOLECULE_SCENARIOS := $(sort $(patsubst roles/%/molecule/default/molecule.yml,%,$(wildcard roles/*/molecule/default/molecule.yml))) bench
+# Roles with a molecule scenario, the bench's own smoke scenario (tests/bench), and the playbooks on a two-host
+# fleet (tests/playbooks).
+MOLECULE_SCENARIOS := $(sort $(patsubst roles/%/molecule/default/molecule.yml,%,$(wildcard roles/*/molecule/default/molecule.yml))) bench playbooks
 ROLE ?= $(MOLECULE_SCENARIOS)
 # Where the bench's parts are, for tests and scenarios (each script builds on first use, then answers at once).
 BENCH_ENV = LLMSERVE_BENCH_IMAGE="$$(tests/bench/host_image.sh | tail -n 1)"; \
 	LLMSERVE_VLLM_VENV="$$(tests/bench/vllm_venv.sh | tail -n 1)"; \
 	LLMSERVE_TINY_MODEL="$$(tests/bench/models.sh tiny | tail -n 1)"; \
 	LLMSERVE_VLLM_WHEELHOUSE="$$(tests/bench/vllm_wheelhouse.sh | tail -n 1)"; \
-	export LLMSERVE_BENCH_IMAGE LLMSERVE_VLLM_VENV LLMSERVE_TINY_MODEL LLMSERVE_VLLM_WHEELHOUSE;
+	LLMSERVE_DEMO_MODEL="$$(tests/bench/models.sh smollm2 | tail -n 1)"; \
+	LLMSERVE_DEMO_WHEELHOUSE="$$(tests/bench/demo/wheelhouse.sh | tail -n 1)"; \
+	export LLMSERVE_BENCH_IMAGE LLMSERVE_VLLM_VENV LLMSERVE_TINY_MODEL LLMSERVE_VLLM_WHEELHOUSE \
+	  LLMSERVE_DEMO_MODEL LLMSERVE_DEMO_WHEELHOUSE;
 
 .PHONY: help
 help: ## list the targets
@@ -45,10 +49,12 @@ host-packages: ## Debian packages the bench needs (docker.io, debootstrap, shell
 	tests/bench/host_packages.sh
 
 .PHONY: bench
-bench: venv host-packages ## build or reuse the bench: systemd host image, vLLM CPU venv, tiny model
+bench: venv host-packages ## build or reuse the bench: systemd host image, vLLM CPU venv, models, wheelhouses
 	tests/bench/host_image.sh >/dev/null
 	tests/bench/models.sh tiny >/dev/null
+	tests/bench/models.sh smollm2 >/dev/null
 	tests/bench/vllm_wheelhouse.sh >/dev/null
+	tests/bench/demo/wheelhouse.sh >/dev/null
 
 .PHONY: lint
 lint: venv host-packages ## ansible-lint (production profile) + changelog fragments
@@ -71,7 +77,7 @@ integration: venv bench ## pytest integration tests: moto server, IMDS emulator,
 molecule: venv bench ## molecule scenarios on the systemd host (all, or ROLE=name)
 	$(BENCH_ENV) \
 	for scenario in $(ROLE); do \
-	  if [ "$$scenario" = bench ]; then dir=tests/bench; else dir=roles/$$scenario; fi; \
+	  case "$$scenario" in bench|playbooks) dir=tests/$$scenario;; *) dir=roles/$$scenario;; esac; \
 	  echo "== molecule: $$scenario"; \
 	  (cd $$dir && LLMSERVE_MOLECULE_HOST=llmserve-$$scenario molecule test --all) || exit 1; \
 	done
