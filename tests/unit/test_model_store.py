@@ -173,3 +173,13 @@ def test_repairing_the_served_version_never_touches_the_folder_current_points_at
     assert held_open.read() == b"2"
     held_open.close()
     assert store.prune(keep=1) == [first["version"]]
+
+
+def test_empty_and_tiny_files_are_verified(tmp_path):
+    """Files are hashed through a memory map; an empty file cannot be mapped and is read instead."""
+    for data in (b"", b"x"):
+        path = tmp_path / "f.bin"
+        path.write_bytes(data)
+        md5 = hashlib.md5(data).hexdigest()
+        spec = mm.choose_verification(entry(data, etag=md5), set())
+        assert store_mod.verify_file(str(path), "f.bin", entry(data, etag=md5), spec) == mm.METHOD_MD5

