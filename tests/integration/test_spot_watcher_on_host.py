@@ -431,22 +431,24 @@ def test_restart_during_a_drain_resumes_without_repeating_a_step(bench, vllm):
     bench = bench(vllm_port=vllm.port)
     watcher = bench.make_watcher()
     watcher.start()
-    load = spot_bench.StreamingLoad(vllm.url, 16, 1500).start()
+    # Streams long enough (1900 tokens, near the tiny model's 2048 context) to outlast the kill below on a busy machine.
+    load = spot_bench.StreamingLoad(vllm.url, 16, 1900).start()
     load.wait_all_streaming(timeout_s=60)
     notice_at = time.time()
     bench.imds.set_spot_action("terminate", in_seconds=120)
-    watcher.wait_for("requests_in_flight", EVENT_TIMEOUT_S)
-    watcher.stop(signal.SIGKILL)  # a crash mid-drain; systemd's Restart=on-failure starts it again
+    # A crash mid-drain, right after the deregistration step; systemd's Restart=on-failure starts it again.
+    watcher.wait_for("deregister_done", EVENT_TIMEOUT_S)
+    watcher.stop(signal.SIGKILL)
     before = watcher.state()
     assert before["phase"] == "draining" and before["deregister_calls"] == 1
-    assert set(before["steps"]) == {"deregister", "wait_alb"}
+    assert "deregister" in before["steps"] and not {"wait_requests", "stop_vllm"} & set(before["steps"])
     # Put the target back behind the load balancer: a watcher that deregistered again would take it out.
     spot_bench.register(bench.aws_url, bench.instance)
     assert bench.target_state() == "healthy"
 
     watcher.start(wait_for="resumed")
     (resumed,) = watcher.named("resumed")
-    assert resumed["next_step"] == "wait_requests"
+    assert resumed["next_step"] in ("wait_alb", "wait_requests")
     watcher.wait_for("drain_finished", 60)
     assert load.join(timeout_s=60)
     assert load.completed == 16
