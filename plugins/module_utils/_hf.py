@@ -19,7 +19,6 @@ import os
 import re
 import ssl
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 from urllib.error import HTTPError
 from urllib.error import URLError
@@ -32,6 +31,7 @@ from urllib.request import Request
 from urllib.request import build_opener
 
 from ansible_collections.llmserve.aws.plugins.module_utils import _model_manifest as mm
+from ansible_collections.llmserve.aws.plugins.module_utils._model_transfer import fetch_in_threads
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 CHUNK = 4 * 1024 * 1024
@@ -212,8 +212,4 @@ class HttpEngine(object):
         return job.rel
 
     def run(self, jobs, on_done, workdir):
-        if not jobs:
-            return
-        with ThreadPoolExecutor(max_workers=max(1, min(self.workers, len(jobs)))) as pool:
-            for rel in pool.map(self._fetch, jobs):
-                on_done(rel)
+        fetch_in_threads(self._fetch, jobs, self.workers, on_done)

@@ -36,6 +36,16 @@ MIB = 1024 * 1024
 LIST_TIMEOUT_S = 30
 
 
+def fetch_in_threads(fetch, jobs, workers, on_done):
+    """The engines' common loop: ``fetch(job)`` for every job on up to ``workers`` threads, ``on_done(rel)`` with
+    each relative path it returns (in job order); the first error stops the loop and propagates."""
+    if not jobs:
+        return
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(jobs)))) as pool:
+        for rel in pool.map(fetch, jobs):
+            on_done(rel)
+
+
 class TransferError(Exception):
     """The engine could not fetch some files; the message names the cause (and the IAM action when denied)."""
 
@@ -235,11 +245,7 @@ class Boto3Engine(object):
         return job.rel
 
     def run(self, jobs, on_done, workdir):
-        if not jobs:
-            return
-        with ThreadPoolExecutor(max_workers=max(1, min(self.workers, len(jobs)))) as pool:
-            for rel in pool.map(self._fetch, jobs):
-                on_done(rel)
+        fetch_in_threads(self._fetch, jobs, self.workers, on_done)
 
 
 class ProgressMonitor(object):
