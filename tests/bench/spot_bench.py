@@ -292,6 +292,17 @@ class VllmServer:
         return running, waiting
 
 
+def wait_until(predicate: Any, timeout_s: float, what: str, interval_s: float = 0.05) -> Any:
+    """predicate()'s first truthy value, polled every interval_s; AssertionError naming `what` after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
 def with_signal(pid: int, signum: int) -> None:
     try:
         os.kill(pid, signum)

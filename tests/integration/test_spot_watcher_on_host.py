@@ -48,16 +48,6 @@ def stops_recorded(marker):
     return len(marker.read_text().splitlines()) if marker.exists() else 0
 
 
-def wait_until(predicate, timeout_s, what):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
-
 class Bench:
     """One instance's bench: moto holding the instance and its target group, the emulator, the watcher."""
 
@@ -142,7 +132,7 @@ def test_each_path_survives_imds_faults_then_its_notice_drains(bench, path):
     # 404 (none of these paths has a notice yet; the scheduled-events path answers [] and here a 404 too).
     mark = len(imds.requests())
     imds.add_fault(path, status=404, count=2)
-    wait_until(
+    spot_bench.wait_until(
         lambda: len([entry for entry in imds.requests()[mark:] if entry["path"] == "/latest/" + path]) >= 3,
         EVENT_TIMEOUT_S,
         "the two 404s and one more poll",
@@ -150,23 +140,23 @@ def test_each_path_survives_imds_faults_then_its_notice_drains(bench, path):
     assert watcher.named("imds_failure") == []
     # 500, then a malformed body, then a timeout: each logged as a failure, each followed by normal polls.
     imds.add_fault(path, status=500, count=2)
-    wait_until(lambda: len(imds_failures(watcher, path, "HTTP 500")) == 2, EVENT_TIMEOUT_S, "two HTTP 500s")
+    spot_bench.wait_until(lambda: len(imds_failures(watcher, path, "HTTP 500")) == 2, EVENT_TIMEOUT_S, "two HTTP 500s")
     imds.add_fault(path, body=BAD_BODIES[path], count=2)
-    wait_until(lambda: len(imds_failures(watcher, path, BAD_BODY_ERRORS[path])) == 2, EVENT_TIMEOUT_S, "bad bodies")
+    spot_bench.wait_until(lambda: len(imds_failures(watcher, path, BAD_BODY_ERRORS[path])) == 2, EVENT_TIMEOUT_S, "bad bodies")
     imds.add_fault(path, delay_s=1.5, count=1)  # longer than the watcher's 1 s timeout
-    wait_until(lambda: imds_failures(watcher, path, "timeout"), EVENT_TIMEOUT_S, "a timeout")
+    spot_bench.wait_until(lambda: imds_failures(watcher, path, "timeout"), EVENT_TIMEOUT_S, "a timeout")
     # 401: every token revoked at once; the watcher takes a new one and repeats the read. A long-lived token
     # first, so that no refresh due anyway can get in before the revoked token is used.
     imds.set_max_token_ttl(3600)
     mark = len(imds.requests())
-    wait_until(
+    spot_bench.wait_until(
         lambda: any(entry["path"] == "/latest/api/token" for entry in imds.requests()[mark:]),
         EVENT_TIMEOUT_S,
         "a long-lived token",
     )
     mark = len(imds.requests())
     imds.expire_tokens()
-    wait_until(
+    spot_bench.wait_until(
         lambda: any(entry["status"] == 401 for entry in imds.requests()[mark:]), EVENT_TIMEOUT_S, "a 401"
     )
     time.sleep(1.5)  # three more polls
@@ -220,7 +210,7 @@ def test_scheduled_event_with_an_unreadable_time_is_skipped(bench):
         [{"Code": "instance-stop", "NotBefore": "tomorrow", "NotAfter": "later", "State": "active",
           "EventId": "instance-event-0123456789abcdef0", "Description": "scheduled instance stop"}]
     )
-    wait_until(lambda: watcher.named("imds_warning"), EVENT_TIMEOUT_S, "a warning")
+    spot_bench.wait_until(lambda: watcher.named("imds_warning"), EVENT_TIMEOUT_S, "a warning")
     time.sleep(1.0)
     assert watcher.named("notice") == []
     assert bench.target_state() == "healthy"
@@ -232,7 +222,7 @@ def test_repeated_identical_failures_make_it_exit_non_zero(bench):
     watcher = bench.make_watcher(poll_interval_s=0.2, max_identical_failures=5)
     watcher.start()
     bench.imds.add_fault(SPOT, status=500)
-    wait_until(lambda: watcher.process.poll() is not None, EVENT_TIMEOUT_S, "the watcher to exit")
+    spot_bench.wait_until(lambda: watcher.process.poll() is not None, EVENT_TIMEOUT_S, "the watcher to exit")
     assert watcher.process.returncode == 3
     (giving_up,) = watcher.named("giving_up")
     assert giving_up["identical_failures"] == "5"
@@ -247,7 +237,7 @@ def test_changing_failures_do_not_count_as_identical(bench):
     for _round in range(4):
         bench.imds.add_fault(SPOT, status=500, count=1)
         bench.imds.add_fault(SPOT, status=503, count=1)
-    wait_until(lambda: len(watcher.named("imds_failure")) >= 8, EVENT_TIMEOUT_S, "eight failures")
+    spot_bench.wait_until(lambda: len(watcher.named("imds_failure")) >= 8, EVENT_TIMEOUT_S, "eight failures")
     assert watcher.process.poll() is None
 
 

@@ -55,16 +55,6 @@ def target_state():
     return answer["TargetHealthDescriptions"][0]["TargetHealth"]["State"]
 
 
-def wait_for(predicate, timeout_s, what):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
-
 def journal(host, unit, since=None):
     command = f"journalctl --unit {unit} --output cat --no-pager"
     if since is not None:
@@ -141,9 +131,13 @@ def test_planned_restart_of_vllm_deregisters_first_then_registers_when_healthy(h
     restart = host.run("systemctl restart vllm.service")
     assert restart.rc == 0, restart.stderr
     health = f"curl -sf http://127.0.0.1:{BENCH['spot_interruption_bench_vllm_port']}/health"
-    wait_for(lambda: host.run(health).rc == 0, 240, "vLLM healthy again")
-    wait_for(lambda: seen and seen[-1][1] == "healthy" and any(state != "healthy" for _when, state in seen), 120,
-             "the target out of service, then back")
+    spot_bench.wait_until(lambda: host.run(health).rc == 0, 240, "vLLM healthy again", interval_s=0.1)
+    spot_bench.wait_until(
+        lambda: seen and seen[-1][1] == "healthy" and any(state != "healthy" for _when, state in seen),
+        120,
+        "the target out of service, then back",
+        interval_s=0.1,
+    )
     done.set()
     watcher.join(5)
     registration = journal(host, "llmserve-alb-registration.service", since=started - 1)
