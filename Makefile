@@ -12,6 +12,8 @@ export LLMSERVE_CACHE ?= $(HOME)/.cache/llmserve-aws
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.collections
 export ANSIBLE_ROLES_PATH := $(CURDIR)/roles
 export PATH := $(BIN):$(PATH)
+# Where molecule's verifier writes its junit reports (.config/molecule/config.yml); tests/gates.sh sets its own.
+export LLMSERVE_VERIFY_REPORTS ?= $(CURDIR)/tests/output/verify
 # Roles with a molecule scenario, the bench's own smoke scenario (tests/bench), and the playbooks on a two-host
 # fleet (tests/playbooks).
 MOLECULE_SCENARIOS := $(sort $(patsubst roles/%/molecule/default/molecule.yml,%,$(wildcard roles/*/molecule/default/molecule.yml))) bench playbooks

@@ -159,9 +159,13 @@ def test_each_path_survives_imds_faults_then_its_notice_drains(bench, path):
     spot_bench.wait_until(
         lambda: any(entry["status"] == 401 for entry in imds.requests()[mark:]), EVENT_TIMEOUT_S, "a 401"
     )
-    time.sleep(1.5)  # three more polls
-    after = imds.requests()[mark:]
-    first_401 = next(index for index, entry in enumerate(after) if entry["status"] == 401)
+
+    def two_requests_after_the_first_401():
+        after = imds.requests()[mark:]
+        first = next(index for index, entry in enumerate(after) if entry["status"] == 401)
+        return (after, first) if len(after) >= first + 3 else None
+
+    after, first_401 = spot_bench.wait_until(two_requests_after_the_first_401, EVENT_TIMEOUT_S, "the token retry")
     assert after[first_401 + 1]["path"] == "/latest/api/token"
     assert after[first_401 + 2]["path"] == after[first_401]["path"]
     assert after[first_401 + 2]["status"] in (200, 404)

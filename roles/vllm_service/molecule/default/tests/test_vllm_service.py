@@ -278,6 +278,37 @@ def test_changing_max_model_len_restarts_with_a_new_pid(host):
     assert "--max-model-len 2048" in host.file("/etc/systemd/system/" + UNIT).content_string
 
 
+# Runs inside the bench host: stops the unit as soon as vLLM's /metrics counts the wanted number of running
+# requests. Stopping from the test through testinfra (an Ansible run per command) took seconds on a loaded
+# machine, long enough for the streams to end before the SIGTERM came.
+STOP_WHEN_RUNNING = r"""
+import subprocess, sys, time, urllib.request
+metrics_url, unit, wanted = sys.argv[1], sys.argv[2], int(sys.argv[3])
+deadline = time.monotonic() + 120
+while time.monotonic() < deadline:
+    try:
+        text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+    except OSError:
+        text = ""
+    running = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                  if line.startswith("vllm:num_requests_running"))
+    if running >= wanted:
+        print("%d requests running: stopping %s" % (running, unit), flush=True)
+        sys.exit(subprocess.run(["systemctl", "stop", unit], check=False).returncode)
+    time.sleep(0.05)
+sys.exit("gave up: %d requests never ran at once" % wanted)
+"""
+STOP_TRIGGER_UNIT = "vllm-bench-stop-trigger.service"
+
+
+def arm_stop_when_running(host, wanted):
+    """Start STOP_WHEN_RUNNING as a transient unit on the host; it stays loaded after it exits (for its status)."""
+    host.run("systemctl stop %s; systemctl reset-failed %s", STOP_TRIGGER_UNIT, STOP_TRIGGER_UNIT)
+    host.check_output("systemd-run --quiet --unit=%s --service-type=exec -p RemainAfterExit=yes "
+                      "/usr/bin/python3 -c %s %s %s %s", STOP_TRIGGER_UNIT, STOP_WHEN_RUNNING,
+                      "http://127.0.0.1:%d/metrics" % PORT, UNIT, str(wanted))
+
+
 def test_stop_drains_eight_streaming_requests(host):
     ensure_serving(host)
     status, body = http("/v1/models")
@@ -286,31 +317,37 @@ def test_stop_drains_eight_streaming_requests(host):
     max_tokens = json.loads(body)["data"][0]["max_model_len"] - 64
     records = [{"chunks": [], "done": False} for _unused in range(8)]
     threads = [threading.Thread(target=stream_chat, args=(max_tokens, record)) for record in records]
+    arm_stop_when_running(host, len(records))
     for thread in threads:
         thread.start()
-    wait_until(lambda: all(record["chunks"] for record in records), 60, "all 8 streams to send tokens", sleep=0.05)
-    in_flight = sum(1 for record in records if not record["done"])
-    stop_started = time.monotonic()
-    stop = host.run("systemctl stop %s", UNIT)
-    stop_took = time.monotonic() - stop_started
     for thread in threads:
-        thread.join(timeout=120)
-    assert stop.rc == 0, stop.stderr
-    assert in_flight == 8, "the streams finished before the stop; raise max_tokens"
+        thread.join(timeout=180)
+
+    def trigger_done():
+        state = host.check_output("systemctl show -p SubState -p ExecMainStatus %s", STOP_TRIGGER_UNIT)
+        return state if "SubState=running" not in state else None
+
+    # The trigger's `systemctl stop` returns once vLLM has exited, after the streams have ended.
+    trigger = wait_until(trigger_done, SETTINGS["vllm_service_shutdown_timeout"] + 30, "the stop to finish")
+    trigger += host.check_output("journalctl --no-pager -o cat -u %s", STOP_TRIGGER_UNIT)
+    host.run("systemctl stop %s", STOP_TRIGGER_UNIT)
+    assert "SubState=exited" in trigger and "ExecMainStatus=0" in trigger, trigger
     for record in records:
         assert "error" not in record, record["error"]
         assert record["done"], "stream ended without [DONE]"
         assert not any("error" in chunk for chunk in record["chunks"]), [c for c in record["chunks"] if "error" in c]
         assert completion_tokens(record) == max_tokens
         assert finish_reasons(record) == ["length"]
-    state = show(host, "ActiveState", "Result", "ActiveExitTimestampMonotonic")
+    state = show(host, "ActiveState", "Result", "ActiveExitTimestampMonotonic", "InactiveEnterTimestampMonotonic")
     assert {key: state[key] for key in ("ActiveState", "Result")} == {"ActiveState": "inactive", "Result": "success"}
     # The container shares the kernel's monotonic clock: every stream ended after systemd sent the SIGTERM.
     sigterm_at = int(state["ActiveExitTimestampMonotonic"]) / 1e6
-    assert all(record["finished_at"] > sigterm_at for record in records)
-    assert stop_took < SETTINGS["vllm_service_shutdown_timeout"] + 15
-    print("drain: 8 streams x %d tokens, systemctl stop took %.1f s, the last stream ended %.1f s after SIGTERM"
-          % (max_tokens, stop_took, max(record["finished_at"] for record in records) - sigterm_at))
+    stopped_at = int(state["InactiveEnterTimestampMonotonic"]) / 1e6
+    early = [round(record["finished_at"] - sigterm_at, 2) for record in records if record["finished_at"] <= sigterm_at]
+    assert not early, "streams ended before the SIGTERM (seconds relative to it): %r" % early
+    assert stopped_at - sigterm_at < SETTINGS["vllm_service_shutdown_timeout"] + 15
+    print("drain: 8 streams x %d tokens, stop took %.1f s, the last stream ended %.1f s after SIGTERM"
+          % (max_tokens, stopped_at - sigterm_at, max(record["finished_at"] for record in records) - sigterm_at))
 
 
 def test_broken_flag_fails_with_the_journal_and_ends_failed_after_the_start_limit(host):
