@@ -25,24 +25,8 @@ author:
   - llmserve.aws maintainers (@llmserve)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - llmserve.aws.model_sync
   - ansible.builtin.action_common_attributes.flow
-attributes:
-  check_mode:
-    support: full
-    details: Lists the repository, plans the sync and checks disk space; downloads and changes nothing.
-  diff_mode:
-    support: full
-    details: Shows the model's file list (path, size, hash) before and after.
-  platform:
-    platforms: posix
-  action:
-    support: full
-    details: The action plugin prints progress while the module runs as an async job.
-  async:
-    support: full
-    details: With O(progress_interval) above 0 the action plugin runs the module as an async job itself.
-  bypass_host_loop:
-    support: none
 options:
   repo:
     description: The model repository, C(org/name).
@@ -66,40 +50,16 @@ options:
     description: Seconds to wait for each HTTP response.
     type: int
     default: 60
-  dest:
-    description: The folder that holds the model's versions. The path to serve is C(<dest>/current).
-    type: path
-    required: true
   exclude:
     description: Shell patterns (fnmatch) matched against file paths in the repository. Matching files are not synced.
     type: list
     elements: str
     default: []
-  workers:
-    description: Files downloaded in parallel.
-    type: int
-    default: 8
   verify:
     description: V(checksum) verifies SHA-256 or git blob ids. V(size) checks sizes only.
     type: str
     choices: [checksum, size]
-    default: checksum
-  keep_versions:
-    description: How many versions to keep, counting the current one.
-    type: int
-    default: 1
-  min_free_mb:
-    description: Free space, in MiB, that must remain on O(dest)'s filesystem after the download.
-    type: int
-    default: 1024
-  progress_interval:
-    description: Seconds between progress lines printed by the action plugin. V(0) turns them off.
-    type: int
-    default: 10
-  progress_id:
-    description: Set by the action plugin to tag the progress file of this run. Leave it unset.
-    type: str
-"""
+    default: checksum"""
 
 EXAMPLES = r"""
 - name: Sync a gated model straight from the Hub
@@ -197,61 +157,39 @@ timings:
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.basic import env_fallback
 
-from ansible_collections.llmserve.aws.plugins.module_utils import _model_manifest as mm
 from ansible_collections.llmserve.aws.plugins.module_utils._hf import HfError
 from ansible_collections.llmserve.aws.plugins.module_utils._hf import HfSource
 from ansible_collections.llmserve.aws.plugins.module_utils._hf import HttpEngine
 from ansible_collections.llmserve.aws.plugins.module_utils._hf import HubClient
-from ansible_collections.llmserve.aws.plugins.module_utils._model_store import ModelStore
-from ansible_collections.llmserve.aws.plugins.module_utils._model_store import StoreError
-from ansible_collections.llmserve.aws.plugins.module_utils._model_sync import ModelSync
-from ansible_collections.llmserve.aws.plugins.module_utils._model_sync import SyncError
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync_module import require_at_least_one
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync_module import run_sync_module
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync_module import sync_argument_spec
 
-MIB = 1024 * 1024
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
+        argument_spec=sync_argument_spec(
             repo=dict(type="str", required=True),
             revision=dict(type="str", default="main"),
             token=dict(type="str", no_log=True, fallback=(env_fallback, ["HF_TOKEN"])),
             endpoint=dict(type="str", fallback=(env_fallback, ["HF_ENDPOINT"])),
             validate_certs=dict(type="bool", default=True),
             timeout=dict(type="int", default=60),
-            dest=dict(type="path", required=True),
-            exclude=dict(type="list", elements="str", default=[]),
-            workers=dict(type="int", default=8),
-            verify=dict(type="str", choices=["checksum", "size"], default="checksum"),
-            keep_versions=dict(type="int", default=1),
-            min_free_mb=dict(type="int", default=1024),
-            progress_interval=dict(type="int", default=10),
-            progress_id=dict(type="str"),
         ),
         supports_check_mode=True,
     )
     params = module.params
-    for option in ("workers", "keep_versions", "timeout"):
-        if params[option] < 1:
-            module.fail_json(msg="%s must be at least 1, got %d" % (option, params[option]))
+    require_at_least_one(module, ("workers", "keep_versions", "timeout"))
     client = HubClient(params["endpoint"] or DEFAULT_ENDPOINT, params["token"], params["validate_certs"],
                        params["timeout"])
-    store = ModelStore(params["dest"])
     try:
         source = HfSource(client, params["repo"], params["revision"], params["exclude"])
-        sync = ModelSync(
-            store, source, HttpEngine(client, params["repo"], params["revision"], params["workers"]),
-            verify=params["verify"], keep_versions=params["keep_versions"], reserve_bytes=params["min_free_mb"] * MIB,
-            warn=module.warn, progress_id=params["progress_id"],
-        )
-        result = sync.run(check_mode=module.check_mode)
-    except (HfError, SyncError, StoreError, mm.ManifestError) as exc:
-        module.fail_json(msg=str(exc), model_path=store.current)
-    diff = result.pop("diff")
-    if module._diff and result["changed"]:
-        result["diff"] = diff
-    module.exit_json(**result)
+    except HfError as exc:
+        module.fail_json(msg=str(exc))
+    engine = HttpEngine(client, params["repo"], params["revision"], params["workers"])
+    run_sync_module(module, source, engine, (HfError,))
 
 
 if __name__ == "__main__":

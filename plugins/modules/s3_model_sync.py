@@ -38,37 +38,16 @@ author:
   - llmserve.aws maintainers (@llmserve)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - llmserve.aws.model_sync
   - ansible.builtin.action_common_attributes.flow
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3
-attributes:
-  check_mode:
-    support: full
-    details: Lists the source, plans the sync and checks disk space; downloads and changes nothing.
-  diff_mode:
-    support: full
-    details: Shows the model's file list (path, size, ETag) before and after.
-  platform:
-    platforms: posix
-  action:
-    support: full
-    details: The action plugin prints progress while the module runs as an async job.
-  async:
-    support: full
-    details: With O(progress_interval) above 0 the action plugin runs the module as an async job itself.
-  bypass_host_loop:
-    support: none
 options:
   source:
     description:
       - The S3 prefix that holds the model, C(s3://bucket/prefix). Every object under it is part of the model.
     type: str
-    required: true
-  dest:
-    description:
-      - The folder that holds the model's versions. The path to serve is C(<dest>/current).
-    type: path
     required: true
   exclude:
     description:
@@ -90,10 +69,6 @@ options:
         Python that runs it (not the console script that wraps it), then looks next to that Python (a venv's
         C(bin/)), then on E(PATH).
     type: path
-  workers:
-    description: Files downloaded in parallel.
-    type: int
-    default: 8
   concurrency:
     description: Parts of one file downloaded in parallel.
     type: int
@@ -110,28 +85,6 @@ options:
     type: str
     choices: [checksum, size]
     default: checksum
-  keep_versions:
-    description:
-      - How many versions to keep, counting the current one. V(1) keeps only the current one. A kept older
-        version makes a rollback a plain symlink switch with no download.
-    type: int
-    default: 1
-  min_free_mb:
-    description:
-      - Free space, in MiB, that must remain on O(dest)'s filesystem after the download. The check runs before
-        anything is downloaded.
-    type: int
-    default: 1024
-  progress_interval:
-    description:
-      - Seconds between progress lines printed by the action plugin. V(0) runs the module without progress lines,
-        as a plain task.
-    type: int
-    default: 10
-  progress_id:
-    description:
-      - Set by the action plugin to tag the progress file of this run. Leave it unset.
-    type: str
 notes:
   - The credentials default to boto3's chain (the instance profile on EC2). They are passed to C(s5cmd) through
     its environment, never on its command line.
@@ -253,18 +206,14 @@ import os
 
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 from ansible_collections.llmserve.aws.plugins.module_utils import _model_manifest as mm
-from ansible_collections.llmserve.aws.plugins.module_utils._model_store import ModelStore
-from ansible_collections.llmserve.aws.plugins.module_utils._model_store import StoreError
-from ansible_collections.llmserve.aws.plugins.module_utils._model_sync import ModelSync
-from ansible_collections.llmserve.aws.plugins.module_utils._model_sync import SyncError
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync_module import require_at_least_one
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync_module import run_sync_module
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync_module import sync_argument_spec
 from ansible_collections.llmserve.aws.plugins.module_utils._model_transfer import Boto3Engine
 from ansible_collections.llmserve.aws.plugins.module_utils._model_transfer import S5cmdEngine
-from ansible_collections.llmserve.aws.plugins.module_utils._model_transfer import TransferError
 from ansible_collections.llmserve.aws.plugins.module_utils._model_transfer import find_s5cmd
 from ansible_collections.llmserve.aws.plugins.module_utils._s3 import S3Source
 from ansible_collections.llmserve.aws.plugins.module_utils._s3 import S3SyncError
-
-MIB = 1024 * 1024
 
 
 def s5cmd_environment(params):
@@ -307,55 +256,27 @@ def choose_engine(module, make_client):
 
 
 def main():
-    argument_spec = dict(
+    argument_spec = sync_argument_spec(
         source=dict(type="str", required=True),
-        dest=dict(type="path", required=True),
-        exclude=dict(type="list", elements="str", default=[]),
         engine=dict(type="str", choices=["auto", "s5cmd", "boto3"], default="auto"),
         s5cmd_path=dict(type="path"),
-        workers=dict(type="int", default=8),
         concurrency=dict(type="int", default=16),
         part_size_mb=dict(type="int", default=50),
-        verify=dict(type="str", choices=["checksum", "size"], default="checksum"),
-        keep_versions=dict(type="int", default=1),
-        min_free_mb=dict(type="int", default=1024),
-        progress_interval=dict(type="int", default=10),
-        progress_id=dict(type="str"),
     )
     module = AnsibleAWSModule(argument_spec=argument_spec, supports_check_mode=True)
-    params = module.params
-    for option in ("workers", "concurrency", "part_size_mb", "keep_versions"):
-        if params[option] < 1:
-            module.fail_json(msg="%s must be at least 1, got %d" % (option, params[option]))
+    require_at_least_one(module, ("workers", "concurrency", "part_size_mb", "keep_versions"))
     try:
-        bucket, prefix = mm.parse_s3_uri(params["source"])
+        bucket, prefix = mm.parse_s3_uri(module.params["source"])
     except mm.ManifestError as exc:
         module.fail_json(msg=str(exc))
 
     def make_client():
         return module.client("s3")
 
-    store = ModelStore(params["dest"])
     engine = choose_engine(module, make_client)
-    sync = ModelSync(
-        store,
-        # The client is built only when needed (HeadObject, or listing when s5cmd cannot): see S3Source.
-        S3Source(make_client, bucket, prefix, params["exclude"], lister=getattr(engine, "list_objects", None)),
-        engine,
-        verify=params["verify"],
-        keep_versions=params["keep_versions"],
-        reserve_bytes=params["min_free_mb"] * MIB,
-        warn=module.warn,
-        progress_id=params["progress_id"],
-    )
-    try:
-        result = sync.run(check_mode=module.check_mode)
-    except (S3SyncError, SyncError, StoreError, TransferError) as exc:
-        module.fail_json(msg=str(exc), model_path=store.current, source="s3://%s/%s" % (bucket, prefix))
-    diff = result.pop("diff")
-    if module._diff and result["changed"]:
-        result["diff"] = diff
-    module.exit_json(**result)
+    # The client is built only when needed (HeadObject, or listing when s5cmd cannot): see S3Source.
+    source = S3Source(make_client, bucket, prefix, module.params["exclude"], lister=getattr(engine, "list_objects", None))
+    run_sync_module(module, source, engine, (S3SyncError,), source="s3://%s/%s" % (bucket, prefix))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,74 @@
+# -*- coding: utf-8 -*-
+# Copyright: llmserve.aws contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What the model sync modules share: their common options (doc fragment llmserve.aws.model_sync) and the run.
+
+Private to this collection.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ansible_collections.llmserve.aws.plugins.module_utils._model_manifest import ManifestError
+from ansible_collections.llmserve.aws.plugins.module_utils._model_store import ModelStore
+from ansible_collections.llmserve.aws.plugins.module_utils._model_store import StoreError
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync import ModelSync
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync import SyncError
+from ansible_collections.llmserve.aws.plugins.module_utils._model_transfer import TransferError
+
+MIB = 1024 * 1024
+# Failures whose message says what is wrong and what to do; the module fails with it.
+SYNC_ERRORS = (SyncError, StoreError, ManifestError, TransferError)
+
+
+def sync_argument_spec(**own_options):
+    """The options of the doc fragment plus exclude and verify (each module documents those in its own words)."""
+    spec = dict(
+        dest=dict(type="path", required=True),
+        exclude=dict(type="list", elements="str", default=[]),
+        workers=dict(type="int", default=8),
+        verify=dict(type="str", choices=["checksum", "size"], default="checksum"),
+        keep_versions=dict(type="int", default=1),
+        min_free_mb=dict(type="int", default=1024),
+        progress_interval=dict(type="int", default=10),
+        progress_id=dict(type="str"),
+    )
+    spec.update(own_options)
+    return spec
+
+
+def require_at_least_one(module, options):
+    """Fail, naming the option, when one of the integer options is below 1."""
+    for option in options:
+        if module.params[option] < 1:
+            module.fail_json(msg="%s must be at least 1, got %d" % (option, module.params[option]))
+
+
+def run_sync_module(module, model_source, engine, source_errors, **failure_facts):
+    """Sync model_source into the module's dest with engine, then exit the module with the result.
+
+    In check mode nothing is downloaded or changed; the diff is returned in diff mode when the model changed.
+    A failure of the sync (SYNC_ERRORS) or of the source (source_errors) fails the module with its message and
+    failure_facts.
+    """
+    params = module.params
+    store = ModelStore(params["dest"])
+    sync = ModelSync(
+        store,
+        model_source,
+        engine,
+        verify=params["verify"],
+        keep_versions=params["keep_versions"],
+        reserve_bytes=params["min_free_mb"] * MIB,
+        warn=module.warn,
+        progress_id=params["progress_id"],
+    )
+    try:
+        result = sync.run(check_mode=module.check_mode)
+    except SYNC_ERRORS + source_errors as exc:
+        module.fail_json(msg=str(exc), model_path=store.current, **failure_facts)
+    diff = result.pop("diff")
+    if module._diff and result["changed"]:
+        result["diff"] = diff
+    module.exit_json(**result)
