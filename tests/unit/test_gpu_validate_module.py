@@ -8,40 +8,24 @@ run_command directly.
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
+from ansible.module_utils import basic
+
+from ansible_collections.llmserve.aws.plugins.modules import gpu_validate
+from module_harness import capture_exit
+from module_harness import run_main
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / ".collections"))  # llmserve.aws importable as ansible_collections.* (make collections)
-
-from ansible.module_utils import basic  # noqa: E402
-from ansible.module_utils.testing import patch_module_args  # noqa: E402
-
-from ansible_collections.llmserve.aws.plugins.modules import gpu_validate  # noqa: E402
 
 FAKE_NVIDIA_SMI = REPO / "tests" / "bench" / "fake_nvidia_smi" / "nvidia-smi"
 FIXTURES = REPO / "tests" / "unit" / "fixtures" / "nvidia_smi"
 
 
-class Exited(Exception):
-    def __init__(self, result, failed):
-        super().__init__(result.get("msg", ""))
-        self.result = result
-        self.failed = failed
-
-
 @pytest.fixture(autouse=True)
-def capture_exit(monkeypatch):
-    def exit_json(self, **result):
-        raise Exited(json.loads(json.dumps(result)), failed=False)
-
-    def fail_json(self, msg, **result):
-        raise Exited(json.loads(json.dumps(dict(result, msg=msg))), failed=True)
-
-    monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
+def exits_raise(monkeypatch):
+    capture_exit(monkeypatch)
 
 
 @pytest.fixture
@@ -60,10 +44,7 @@ def fake_case(monkeypatch, tmp_path):
 
 def run_module(**args):
     args.setdefault("nvidia_smi_path", str(FAKE_NVIDIA_SMI))
-    with patch_module_args(args):
-        with pytest.raises(Exited) as exited:
-            gpu_validate.main()
-    return exited.value
+    return run_main(gpu_validate.main, args)
 
 
 def calls(log):
@@ -233,12 +214,10 @@ def test_recorded_run_command_directly(monkeypatch):
     monkeypatch.setattr(basic.AnsibleModule, "run_command", run_command)
     monkeypatch.setattr(basic.AnsibleModule, "get_bin_path", lambda self, name, *a, **k: "/usr/bin/nvidia-smi")
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    with patch_module_args(dict(tensor_parallel_size=4, require_nvlink=True)):
-        with pytest.raises(Exited) as exited:
-            gpu_validate.main()
-    assert exited.value.result["failed_checks"] == ["nvlink"]
-    assert exited.value.result["nvlink"] is False
-    assert exited.value.result["nvidia_smi_path"] == "/usr/bin/nvidia-smi"
+    exited = run_main(gpu_validate.main, dict(tensor_parallel_size=4, require_nvlink=True))
+    assert exited.result["failed_checks"] == ["nvlink"]
+    assert exited.result["nvlink"] is False
+    assert exited.result["nvidia_smi_path"] == "/usr/bin/nvidia-smi"
 
 
 def test_argument_spec_matches_documentation():

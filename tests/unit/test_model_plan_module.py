@@ -9,13 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ansible_collections.llmserve.aws.plugins.modules import model_plan
+from module_harness import capture_exit
+from module_harness import run_main
+
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / ".collections"))  # llmserve.aws importable as ansible_collections.* (make collections)
-
-from ansible.module_utils import basic  # noqa: E402
-from ansible.module_utils.testing import patch_module_args  # noqa: E402
-
-from ansible_collections.llmserve.aws.plugins.modules import model_plan  # noqa: E402
 
 LLAMA_31_8B = {
     "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336,
@@ -24,30 +22,13 @@ LLAMA_31_8B = {
 }
 
 
-class Exited(Exception):
-    def __init__(self, result, failed):
-        super().__init__(result.get("msg", ""))
-        self.result = result
-        self.failed = failed
-
-
 @pytest.fixture(autouse=True)
-def capture_exit(monkeypatch):
-    def exit_json(self, **result):
-        raise Exited(json.loads(json.dumps(result)), failed=False)
-
-    def fail_json(self, msg, **result):
-        raise Exited(json.loads(json.dumps(dict(result, msg=msg))), failed=True)
-
-    monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
+def exits_raise(monkeypatch):
+    capture_exit(monkeypatch)
 
 
 def run(**args):
-    with patch_module_args(args):
-        with pytest.raises(Exited) as exited:
-            model_plan.main()
-    return exited.value
+    return run_main(model_plan.main, args)
 
 
 def test_plans_70b_fp16_on_p4d_and_changes_nothing():

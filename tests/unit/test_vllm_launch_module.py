@@ -11,11 +11,12 @@ import stat
 
 import pytest
 from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.llmserve.aws.plugins.module_utils import _systemd as systemd
 from ansible_collections.llmserve.aws.plugins.modules import vllm_launch
 
+from module_harness import capture_exit
+from module_harness import run_main
 from test_vllm_validation import params as base_params
 
 UNIT = "vllm.service"
@@ -240,34 +241,17 @@ def test_diff_masks_the_environment_file(host):
 # main(): validation fails before systemd is even asked
 
 
-class Exited(Exception):
-    def __init__(self, result, failed):
-        super().__init__(result.get("msg", ""))
-        self.result = result
-        self.failed = failed
-
-
 @pytest.fixture
 def module_main(monkeypatch):
     """Run vllm_launch.main() with arguments; any systemctl/journalctl call fails the test."""
-    def exit_json(self, **result):
-        raise Exited(json.loads(json.dumps(result)), failed=False)
-
-    def fail_json(self, msg, **result):
-        raise Exited(json.loads(json.dumps(dict(result, msg=msg))), failed=True)
-
     def run_command(self, args, **kwargs):
         raise AssertionError("validation should fail before running %s" % args)
 
-    monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
+    capture_exit(monkeypatch)
     monkeypatch.setattr(basic.AnsibleModule, "run_command", run_command)
 
     def run(**args):
-        with patch_module_args(args):
-            with pytest.raises(Exited) as exited:
-                vllm_launch.main()
-        return exited.value
+        return run_main(vllm_launch.main, args)
     return run
 
 
