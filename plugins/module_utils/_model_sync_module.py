@@ -15,9 +15,9 @@ from ansible_collections.llmserve.aws.plugins.module_utils._model_store import M
 from ansible_collections.llmserve.aws.plugins.module_utils._model_store import StoreError
 from ansible_collections.llmserve.aws.plugins.module_utils._model_sync import ModelSync
 from ansible_collections.llmserve.aws.plugins.module_utils._model_sync import SyncError
+from ansible_collections.llmserve.aws.plugins.module_utils._model_transfer import MIB
 from ansible_collections.llmserve.aws.plugins.module_utils._model_transfer import TransferError
 
-MIB = 1024 * 1024
 # Failures whose message says what is wrong and what to do; the module fails with it.
 SYNC_ERRORS = (SyncError, StoreError, ManifestError, TransferError)
 

@@ -59,7 +59,8 @@ options:
     description: V(checksum) verifies SHA-256 or git blob ids. V(size) checks sizes only.
     type: str
     choices: [checksum, size]
-    default: checksum"""
+    default: checksum
+"""
 
 EXAMPLES = r"""
 - name: Sync a gated model straight from the Hub
