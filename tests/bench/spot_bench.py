@@ -295,12 +295,13 @@ class VllmServer:
 def wait_until(predicate: Any, timeout_s: float, what: str, interval_s: float = 0.05) -> Any:
     """predicate()'s first truthy value, polled every interval_s; AssertionError naming `what` after timeout_s."""
     deadline = time.monotonic() + timeout_s
+    value = None
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what} (last: {value!r})")
 
 
 def with_signal(pid: int, signum: int) -> None:

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -21,6 +22,11 @@ from pathlib import Path
 import yaml
 
 SCENARIO = Path(__file__).resolve().parent.parent
+REPO_ROOT = SCENARIO.parents[3]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+from tests.bench.spot_bench import wait_until  # noqa: E402  (the bench's one polling wait)
+
 SETTINGS = yaml.safe_load((SCENARIO / "vars" / "bench.yml").read_text())
 NAME = SETTINGS["vllm_service_name"]
 UNIT = NAME + ".service"
@@ -32,18 +38,6 @@ KEY_MARKER = "bench7Qx2"
 MODEL = SETTINGS["vllm_service_served_model_name"]
 PLAY_TIMEOUT_S = 420
 HEALTHY_TIMEOUT_S = 240
-
-
-def wait_until(predicate, timeout, what, sleep=1.0):
-    """Poll predicate() until it returns something truthy; fail naming what was awaited. Monotonic, bounded."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(sleep)
-    raise AssertionError("timed out after %d s waiting for %s (last: %r)" % (timeout, what, last))
 
 
 def http(path, body=None, key=API_KEY, timeout=30):
@@ -97,7 +91,7 @@ def ensure_serving(host):
     """Bring the service back (converge) when an earlier test left it down."""
     if not (host.service(NAME).is_running and healthy()):
         converge()
-    wait_until(healthy, HEALTHY_TIMEOUT_S, "/health 200")
+    wait_until(healthy, HEALTHY_TIMEOUT_S, "/health 200", interval_s=1.0)
 
 
 def chat(messages, **extra):
@@ -258,8 +252,8 @@ def test_kill_9_of_the_main_process_is_restarted_by_systemd(host):
     ensure_serving(host)
     before = show(host, "MainPID", "NRestarts")
     host.check_output("kill -9 %s", before["MainPID"])
-    wait_until(lambda: main_pid(host) not in (0, int(before["MainPID"])), 60, "a new main process")
-    wait_until(healthy, HEALTHY_TIMEOUT_S, "/health 200 after the restart")
+    wait_until(lambda: main_pid(host) not in (0, int(before["MainPID"])), 60, "a new main process", interval_s=1.0)
+    wait_until(healthy, HEALTHY_TIMEOUT_S, "/health 200 after the restart", interval_s=1.0)
     after = show(host, "MainPID", "NRestarts", "ActiveState")
     assert int(after["NRestarts"]) == int(before["NRestarts"]) + 1
     assert after["ActiveState"] == "active"
@@ -328,7 +322,8 @@ def test_stop_drains_eight_streaming_requests(host):
         return state if "SubState=running" not in state else None
 
     # The trigger's `systemctl stop` returns once vLLM has exited, after the streams have ended.
-    trigger = wait_until(trigger_done, SETTINGS["vllm_service_shutdown_timeout"] + 30, "the stop to finish")
+    trigger = wait_until(trigger_done, SETTINGS["vllm_service_shutdown_timeout"] + 30, "the stop to finish",
+                         interval_s=1.0)
     trigger += host.check_output("journalctl --no-pager -o cat -u %s", STOP_TRIGGER_UNIT)
     host.run("systemctl stop %s", STOP_TRIGGER_UNIT)
     assert "SubState=exited" in trigger and "ExecMainStatus=0" in trigger, trigger
@@ -363,7 +358,7 @@ def test_broken_flag_fails_with_the_journal_and_ends_failed_after_the_start_limi
         state = show(host, "ActiveState", "Result", "NRestarts")
         return state if state["ActiveState"] == "failed" else None
 
-    state = wait_until(failed_state, 180, "the unit to end failed after its start limit", sleep=2)
+    state = wait_until(failed_state, 180, "the unit to end failed after its start limit", interval_s=2)
     # systemd 252 keeps the crash's result (exit-code) and logs the start limit; newer ones say start-limit-hit.
     assert state["Result"] in ("exit-code", "start-limit-hit")
     assert int(state["NRestarts"]) == SETTINGS["vllm_service_start_limit_burst"]
