@@ -14,6 +14,8 @@ export ANSIBLE_ROLES_PATH := $(CURDIR)/roles
 export PATH := $(BIN):$(PATH)
 # Where molecule's verifier writes its junit reports (.config/molecule/config.yml); tests/gates.sh sets its own.
 export LLMSERVE_VERIFY_REPORTS ?= $(CURDIR)/tests/output/verify
+# Prefix of the molecule host containers' names: two checkouts on one Docker daemon each set their own.
+MOLECULE_HOST_PREFIX ?= llmserve
 # Roles with a molecule scenario, the bench's own smoke scenario (tests/bench), and the playbooks on a two-host
 # fleet (tests/playbooks).
 MOLECULE_SCENARIOS := $(sort $(patsubst roles/%/molecule/default/molecule.yml,%,$(wildcard roles/*/molecule/default/molecule.yml))) bench playbooks
@@ -81,7 +83,7 @@ molecule: venv bench ## molecule scenarios on the systemd host (all, or ROLE=nam
 	for scenario in $(ROLE); do \
 	  case "$$scenario" in bench|playbooks) dir=tests/$$scenario;; *) dir=roles/$$scenario;; esac; \
 	  echo "== molecule: $$scenario"; \
-	  (cd $$dir && LLMSERVE_MOLECULE_HOST=llmserve-$$scenario molecule test --all) || exit 1; \
+	  (cd $$dir && LLMSERVE_MOLECULE_HOST=$(MOLECULE_HOST_PREFIX)-$$scenario molecule test --all) || exit 1; \
 	done
 
 .PHONY: moto-up
