@@ -41,10 +41,11 @@ options:
   min_cuda_version:
     description:
       - Lowest CUDA version the driver must support, as shown by C(nvidia-smi) (C(CUDA Version)).
-      - Current vLLM images need a driver for CUDA 12.4 or newer, so the role C(llmserve.aws.gpu_check),
-        which calls this module, defaults to C(12.4).
+      - The vLLM build the collection installs needs a driver for CUDA 12.4 or newer (the 12.1 floor often quoted
+        is stale); M(llmserve.aws.model_plan) returns the same floor in RV(llmserve.aws.model_plan#module:gpu_check),
+        and the role C(llmserve.aws.gpu_check) defaults to it.
     type: str
-    default: "12.1"
+    default: "12.4"
   min_memory_mib:
     description:
       - Memory each visible GPU must have, in MiB (C(memory.total) as nvidia-smi reports it).
@@ -258,11 +259,12 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.llmserve.aws.plugins.module_utils import _gpu_checks as gpu_checks
 from ansible_collections.llmserve.aws.plugins.module_utils import _nvidia_smi as nvidia_smi
+from ansible_collections.llmserve.aws.plugins.module_utils._sizing.catalog import MIN_CUDA_VERSION
 
 ARGUMENT_SPEC = dict(
     tensor_parallel_size=dict(type="int", default=1),
     pipeline_parallel_size=dict(type="int", default=1),
-    min_cuda_version=dict(type="str", default="12.1"),
+    min_cuda_version=dict(type="str", default=MIN_CUDA_VERSION),
     min_memory_mib=dict(type="int"),
     required_memory_gib=dict(type="float"),
     min_compute_capability=dict(type="str"),

@@ -144,8 +144,8 @@ attributes:
   platform:
     platforms: posix
 notes:
-  - Prices are us-east-1 Linux list prices of 2026 with their sources in the collection's C(_sizing) module utils;
-    p5e.48xlarge has no on-demand price there and is only ranked with O(price_overrides).
+  - Prices are us-east-1 Linux list prices of 2026 with their sources in the collection's module utils
+    (C(_sizing/catalog.py)); p5e.48xlarge has no on-demand price there and is only ranked with O(price_overrides).
   - The catalog places one node. Models that need more GPUs than one instance has get a multi-node suggestion
     (pipeline parallelism) in the failure message instead.
 seealso:
@@ -378,6 +378,10 @@ gpu_check:
     min_compute_capability:
       description: Lowest compute capability the precision needs.
       type: str
+    min_cuda_version:
+      description: Lowest CUDA version the driver must support for the vLLM build the collection installs.
+      type: str
+      sample: "12.4"
 model:
   description: The model shape the plan used (layers, hidden size, heads, KV heads, head dim, vocabulary...).
   returned: always
@@ -418,24 +422,35 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.llmserve.aws.plugins.module_utils import _sizing as sizing
+from ansible_collections.llmserve.aws.plugins.module_utils._sizing.catalog import PRICINGS
+from ansible_collections.llmserve.aws.plugins.module_utils._sizing.errors import SizingError
+from ansible_collections.llmserve.aws.plugins.module_utils._sizing.memory import KV_CACHE_DTYPES
+from ansible_collections.llmserve.aws.plugins.module_utils._sizing.model_spec import model_from_parameters
+from ansible_collections.llmserve.aws.plugins.module_utils._sizing.model_spec import parse_hf_config
+from ansible_collections.llmserve.aws.plugins.module_utils._sizing.planner import plan
+from ansible_collections.llmserve.aws.plugins.module_utils._sizing.precision import DTYPES
+from ansible_collections.llmserve.aws.plugins.module_utils._sizing.precision import QUANTIZATIONS
+from ansible_collections.llmserve.aws.plugins.module_utils._sizing.request import DEFAULT_CONCURRENCY
+from ansible_collections.llmserve.aws.plugins.module_utils._sizing.request import DEFAULT_GPU_MEMORY_UTILIZATION
+from ansible_collections.llmserve.aws.plugins.module_utils._sizing.request import DEFAULT_MAX_MODEL_LEN
+from ansible_collections.llmserve.aws.plugins.module_utils._sizing.request import OPTIMIZE_FOR
 
 ARGUMENT_SPEC = dict(
     parameters_b=dict(type="float"),
     model_config=dict(type="path"),
-    dtype=dict(type="str", choices=list(sizing.DTYPES)),
-    quantization=dict(type="str", choices=list(sizing.QUANTIZATIONS)),
-    kv_cache_dtype=dict(type="str", choices=list(sizing.KV_CACHE_DTYPES), default="auto"),
-    max_model_len=dict(type="int", default=sizing.DEFAULT_MAX_MODEL_LEN),
-    concurrency=dict(type="int", default=sizing.DEFAULT_CONCURRENCY),
-    gpu_memory_utilization=dict(type="float", default=sizing.DEFAULT_GPU_MEMORY_UTILIZATION),
+    dtype=dict(type="str", choices=list(DTYPES)),
+    quantization=dict(type="str", choices=list(QUANTIZATIONS)),
+    kv_cache_dtype=dict(type="str", choices=list(KV_CACHE_DTYPES), default="auto"),
+    max_model_len=dict(type="int", default=DEFAULT_MAX_MODEL_LEN),
+    concurrency=dict(type="int", default=DEFAULT_CONCURRENCY),
+    gpu_memory_utilization=dict(type="float", default=DEFAULT_GPU_MEMORY_UTILIZATION),
     enforce_eager=dict(type="bool", default=False),
     instance_types=dict(type="list", elements="str"),
     instance_type=dict(type="str"),
     tensor_parallel_size=dict(type="int"),
-    pricing=dict(type="str", choices=list(sizing.PRICINGS), default="on_demand"),
+    pricing=dict(type="str", choices=list(PRICINGS), default="on_demand"),
     price_overrides=dict(type="dict"),
-    optimize_for=dict(type="str", choices=list(sizing.OPTIMIZE_FOR), default="hourly_cost"),
+    optimize_for=dict(type="str", choices=list(OPTIMIZE_FOR), default="hourly_cost"),
     tokens_per_second=dict(type="float", no_log=False),  # a throughput, not a secret
     api_price_per_mtok=dict(type="float"),
 )
@@ -446,7 +461,7 @@ MODEL_ARGUMENTS = ("parameters_b", "model_config")
 def load_model(params):
     """The model spec from parameters_b, or from the config.json that model_config points at."""
     if params["parameters_b"] is not None:
-        return sizing.model_from_parameters(params["parameters_b"])
+        return model_from_parameters(params["parameters_b"])
     path = params["model_config"]
     if os.path.isdir(path):
         path = os.path.join(path, "config.json")
@@ -454,11 +469,11 @@ def load_model(params):
         with open(path) as handle:
             config = json.load(handle)
     except (IOError, OSError) as error:
-        raise sizing.SizingError("model_config: cannot read %s (%s). Fix: point model_config at the model's "
-                                 "config.json or its directory" % (path, error)) from error
+        raise SizingError("model_config: cannot read %s (%s). Fix: point model_config at the model's "
+                          "config.json or its directory" % (path, error)) from error
     except ValueError as error:
-        raise sizing.SizingError("model_config: %s is not valid JSON (%s)" % (path, error)) from error
-    return sizing.parse_hf_config(config, source=path)
+        raise SizingError("model_config: %s is not valid JSON (%s)" % (path, error)) from error
+    return parse_hf_config(config, source=path)
 
 
 def main():
@@ -467,8 +482,8 @@ def main():
     request = dict((key, value) for key, value in module.params.items() if key not in MODEL_ARGUMENTS)
     try:
         model = load_model(module.params)
-        result = sizing.plan(model, request)
-    except sizing.SizingError as error:
+        result = plan(model, request)
+    except SizingError as error:
         module.fail_json(msg=error.message, changed=False, fits=False, **error.details)
     module.exit_json(changed=False, **result)
 

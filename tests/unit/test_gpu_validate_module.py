@@ -11,8 +11,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from ansible.module_utils import basic
 
+from ansible_collections.llmserve.aws.plugins.module_utils._sizing.catalog import MIN_CUDA_VERSION
+from ansible_collections.llmserve.aws.plugins.module_utils._sizing.model_spec import model_from_parameters
+from ansible_collections.llmserve.aws.plugins.module_utils._sizing.planner import plan
 from ansible_collections.llmserve.aws.plugins.modules import gpu_validate
 from module_harness import capture_exit
 from module_harness import run_main
@@ -21,6 +25,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 FAKE_NVIDIA_SMI = REPO / "tests" / "bench" / "fake_nvidia_smi" / "nvidia-smi"
 FIXTURES = REPO / "tests" / "unit" / "fixtures" / "nvidia_smi"
+# What the R535 recordings (a10g_single, p4d_8x_a100_40gb, ecc_errors_8x_a100_40gb) support: tests about other
+# checks lower the floor to it, since the default (12.4) fails those drivers.
+DRIVER_535_CUDA = "12.2"
 
 
 @pytest.fixture(autouse=True)
@@ -74,7 +81,7 @@ def test_eight_h100_with_tensor_parallel_8_passes(fake_case):
 
 def test_one_gpu_with_tensor_parallel_4_fails_and_still_reports(fake_case):
     log = fake_case("a10g_single")
-    exited = run_module(tensor_parallel_size=4)
+    exited = run_module(tensor_parallel_size=4, min_cuda_version=DRIVER_535_CUDA)
     assert exited.failed
     result = exited.result
     assert result["msg"].startswith("GPU preflight failed (gpu_count): gpu_count: tensor_parallel_size 4")
@@ -92,11 +99,22 @@ def test_cuda_12_0_with_floor_12_1_fails(fake_case):
     assert "driver 525.60.13 supports CUDA 12.0, need >= 12.1" in exited.result["msg"]
 
 
-def test_default_floor_is_12_1(fake_case):
-    fake_case("cuda_12_0_a10g")
-    assert run_module().result["failed_checks"] == ["cuda_version"]
+def test_default_floor_is_12_4(fake_case):
     fake_case("a10g_single")
-    assert not run_module().failed  # 12.2 passes the module default; the role asks for 12.4
+    exited = run_module()  # driver 535: CUDA 12.2, below what the installed vLLM build needs
+    assert exited.failed and exited.result["failed_checks"] == ["cuda_version"]
+    assert "supports CUDA 12.2, need >= 12.4" in exited.result["msg"]
+    fake_case("g5_12xlarge_4x_a10g")
+    assert not run_module(tensor_parallel_size=4).failed  # driver 550: CUDA 12.4
+
+
+def test_one_cuda_floor_for_module_planner_and_role():
+    """gpu_validate's default, the planner's gpu_check and the gpu_check role's default are the catalog's one floor."""
+    role_default = yaml.safe_load((REPO / "roles" / "gpu_check" / "defaults" / "main.yml").read_text())
+    documented = yaml.safe_load(gpu_validate.DOCUMENTATION)["options"]["min_cuda_version"]["default"]
+    planned = plan(model_from_parameters(8), {"instance_type": "g5.xlarge"})["gpu_check"]["min_cuda_version"]
+    assert {gpu_validate.ARGUMENT_SPEC["min_cuda_version"]["default"], documented, planned,
+            role_default["gpu_check_min_cuda_version"]} == {MIN_CUDA_VERSION} == {"12.4"}
 
 
 @pytest.mark.parametrize("case, fragment", [
@@ -143,7 +161,7 @@ def test_missing_explicit_path(fake_case, tmp_path):
 def test_cuda_visible_devices_from_the_environment(fake_case, monkeypatch):
     fake_case("p4d_8x_a100_40gb")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5")
-    exited = run_module(tensor_parallel_size=2)
+    exited = run_module(tensor_parallel_size=2, min_cuda_version=DRIVER_535_CUDA)
     assert not exited.failed
     assert exited.result["cuda_visible_devices"] == "4,5"
     assert [gpu["index"] for gpu in exited.result["gpus"]] == [4, 5]
@@ -169,7 +187,8 @@ def test_mixed_models(fake_case):
 
 def test_ecc_and_mig(fake_case):
     fake_case("ecc_errors_8x_a100_40gb")
-    assert run_module(tensor_parallel_size=8).result["failed_checks"] == ["ecc_errors"]
+    exited = run_module(tensor_parallel_size=8, min_cuda_version=DRIVER_535_CUDA)
+    assert exited.result["failed_checks"] == ["ecc_errors"]
     fake_case("mig_h100")
     exited = run_module()
     assert not exited.failed

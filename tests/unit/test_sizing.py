@@ -21,7 +21,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / ".collections"))  # llmserve.aws importable as ansible_collections.* (make collections)
 
-from ansible_collections.llmserve.aws.plugins.module_utils import _sizing as sizing  # noqa: E402
+from ansible_collections.llmserve.aws.plugins.module_utils._sizing import catalog  # noqa: E402
+from ansible_collections.llmserve.aws.plugins.module_utils._sizing import errors  # noqa: E402
+from ansible_collections.llmserve.aws.plugins.module_utils._sizing import memory  # noqa: E402
+from ansible_collections.llmserve.aws.plugins.module_utils._sizing import model_spec  # noqa: E402
+from ansible_collections.llmserve.aws.plugins.module_utils._sizing import planner  # noqa: E402
+from ansible_collections.llmserve.aws.plugins.module_utils._sizing import precision  # noqa: E402
 
 GIB = 2 ** 30
 KIB = 2 ** 10
@@ -67,12 +72,12 @@ MIXTRAL_8X7B = {
 
 
 def plan(parameters_b=None, config=None, **request):
-    model = sizing.model_from_parameters(parameters_b) if config is None else sizing.parse_hf_config(config)
-    return sizing.plan(model, request)
+    model = model_spec.model_from_parameters(parameters_b) if config is None else model_spec.parse_hf_config(config)
+    return planner.plan(model, request)
 
 
 def nothing_fits(parameters_b=None, config=None, **request):
-    with pytest.raises(sizing.SizingError) as caught:
+    with pytest.raises(errors.SizingError) as caught:
         plan(parameters_b, config, **request)
     return caught.value
 
@@ -100,14 +105,14 @@ def aws_instance_types():
         return json.load(handle)
 
 
-@pytest.mark.parametrize("instance_type", sorted(sizing.CATALOG))
+@pytest.mark.parametrize("instance_type", sorted(catalog.CATALOG))
 def test_catalog_hardware_matches_describe_instance_types(instance_type):
     aws = aws_instance_types()[instance_type]
-    entry = sizing.CATALOG[instance_type]
+    entry = catalog.CATALOG[instance_type]
     gpu_info = aws["GpuInfo"]["Gpus"][0]
     assert entry["gpu_count"] == gpu_info["Count"]
-    assert sizing.GPUS[entry["gpu"]]["aws_memory_mib"] == gpu_info["MemoryInfo"]["SizeInMiB"]
-    assert gpu_info["Name"] in sizing.GPUS[entry["gpu"]]["name"]
+    assert catalog.GPUS[entry["gpu"]]["aws_memory_mib"] == gpu_info["MemoryInfo"]["SizeInMiB"]
+    assert gpu_info["Name"] in catalog.GPUS[entry["gpu"]]["name"]
     assert entry["vcpus"] == aws["VCpuInfo"]["DefaultVCpus"]
     assert entry["memory_gib"] * 1024 == aws["MemoryInfo"]["SizeInMiB"]
     disks = aws["InstanceStorageInfo"]["Disks"][0]
@@ -116,27 +121,27 @@ def test_catalog_hardware_matches_describe_instance_types(instance_type):
 
 
 def test_catalog_covers_the_families_the_issue_names():
-    families = set(entry["family"] for entry in sizing.CATALOG.values())
+    families = set(entry["family"] for entry in catalog.CATALOG.values())
     assert {"g5", "g6", "g6e", "p4d", "p4de", "p5", "p5e"} <= families
     assert {"g5.xlarge", "g5.2xlarge", "g5.12xlarge", "g5.48xlarge", "p4d.24xlarge", "p5.48xlarge"} <= set(
-        sizing.CATALOG)
+        catalog.CATALOG)
 
 
-@pytest.mark.parametrize("gpu_key", sorted(sizing.GPUS))
+@pytest.mark.parametrize("gpu_key", sorted(catalog.GPUS))
 def test_planner_memory_is_the_smallest_of_aws_nvidia_smi_and_cuda(gpu_key):
     """vLLM's budget starts from CUDA's total, below nvidia-smi's (driver reserve) and at most AWS's figure.
 
     A10G: AWS 22888 MiB, nvidia-smi 23028 MiB, CUDA 22.06 GiB = 22589 MiB: the planner uses 22589.
     """
-    gpu = sizing.GPUS[gpu_key]
+    gpu = catalog.GPUS[gpu_key]
     assert gpu["cuda_memory_mib"] < gpu["nvidia_smi_memory_mib"]
     assert gpu["cuda_memory_mib"] < gpu["aws_memory_mib"]
-    assert 300 <= gpu["nvidia_smi_memory_mib"] - gpu["cuda_memory_mib"] <= sizing.DRIVER_RESERVE_ESTIMATE_MIB
+    assert 300 <= gpu["nvidia_smi_memory_mib"] - gpu["cuda_memory_mib"] <= catalog.DRIVER_RESERVE_ESTIMATE_MIB
     assert gpu["cuda_memory_source"]
 
 
 def test_prices_quoted_estimated_and_assumed_are_told_apart():
-    for name, entry in sizing.CATALOG.items():
+    for name, entry in catalog.CATALOG.items():
         prices = entry["prices"]
         if name == "p5e.48xlarge":
             assert prices == {"on_demand": None, "spot": None, "reserved_1yr": None}
@@ -147,10 +152,10 @@ def test_prices_quoted_estimated_and_assumed_are_told_apart():
     quoted = {"g5.xlarge": 0.634, "g5.12xlarge": 3.573, "g6.xlarge": 0.524, "g6e.xlarge": 1.172,
               "p4d.24xlarge": 13.921}
     for name, price in quoted.items():
-        assert sizing.CATALOG[name]["prices"]["reserved_1yr"] == price
-        assert sizing.CATALOG[name]["reserved_1yr_is_estimate"] is False
-    assert sizing.CATALOG["g5.48xlarge"]["reserved_1yr_is_estimate"] is True
-    assert sizing.CATALOG["g5.48xlarge"]["prices"]["reserved_1yr"] == pytest.approx(16.288 * 0.63, abs=1e-4)
+        assert catalog.CATALOG[name]["prices"]["reserved_1yr"] == price
+        assert catalog.CATALOG[name]["reserved_1yr_is_estimate"] is False
+    assert catalog.CATALOG["g5.48xlarge"]["reserved_1yr_is_estimate"] is True
+    assert catalog.CATALOG["g5.48xlarge"]["prices"]["reserved_1yr"] == pytest.approx(16.288 * 0.63, abs=1e-4)
 
 
 # --- Arithmetic ---------------------------------------------------------------------------------------------------
@@ -160,16 +165,16 @@ def test_prices_quoted_estimated_and_assumed_are_told_apart():
     ("Qwen2.5-32B", 32.8), ("Llama-3.1-70B", 70.6), ("Llama-3.1-405B", 405.9),
 ])
 def test_reference_shapes_reproduce_their_published_parameter_counts(name, published_b):
-    row = next(row for row in sizing.REFERENCE_SHAPES if row[0] == name)
-    counted = sizing.count_parameters(*row[2:10])
+    row = next(row for row in model_spec.REFERENCE_SHAPES if row[0] == name)
+    counted = model_spec.count_parameters(*row[2:10])
     assert counted / 1e9 == pytest.approx(published_b, rel=0.01)
 
 
 def test_config_json_gives_the_published_parameter_count_and_shape():
-    llama = sizing.parse_hf_config(LLAMA_31_8B)
+    llama = model_spec.parse_hf_config(LLAMA_31_8B)
     assert llama["parameters"] == 8030261248  # Meta's card: 8.03B
     assert (llama["head_dim"], llama["num_key_value_heads"], llama["shape_is_estimate"]) == (128, 8, False)
-    mixtral = sizing.parse_hf_config(MIXTRAL_8X7B)
+    mixtral = model_spec.parse_hf_config(MIXTRAL_8X7B)
     assert mixtral["parameters"] / 1e9 == pytest.approx(46.7, rel=0.005)  # all eight experts are resident
     assert any("mixture of experts" in note for note in mixtral["notes"])
 
@@ -180,25 +185,25 @@ def test_config_json_gives_the_published_parameter_count_and_shape():
     (QWEN25_7B, 2 * 28 * 4 * 128 * 2),  # 56 KiB
 ])
 def test_kv_cache_bytes_per_token_is_2_x_layers_x_kv_heads_x_head_dim_x_bytes(config, bytes_per_token):
-    model = sizing.parse_hf_config(config)
-    assert sizing.kv_cache_bytes_per_token(model) == bytes_per_token
-    assert sizing.kv_cache_bytes_per_token(model, "fp8") == bytes_per_token // 2
+    model = model_spec.parse_hf_config(config)
+    assert memory.kv_cache_bytes_per_token(model) == bytes_per_token
+    assert memory.kv_cache_bytes_per_token(model, "fp8") == bytes_per_token // 2
 
 
 def test_kv_heads_are_replicated_when_tensor_parallel_exceeds_them():
     """Qwen2.5-7B has 4 KV heads: at TP 2 each GPU keeps 2, at TP 4 one; never less than one."""
-    model = sizing.parse_hf_config(QWEN25_7B)
+    model = model_spec.parse_hf_config(QWEN25_7B)
     per_token = 2 * 28 * 128 * 2
-    assert sizing.kv_cache_bytes_per_token(model, tensor_parallel_size=2) == per_token * 2
-    assert sizing.kv_cache_bytes_per_token(model, tensor_parallel_size=4) == per_token * 1
-    assert sizing.kv_cache_bytes_per_token(model, tensor_parallel_size=8) == per_token * 1
+    assert memory.kv_cache_bytes_per_token(model, tensor_parallel_size=2) == per_token * 2
+    assert memory.kv_cache_bytes_per_token(model, tensor_parallel_size=4) == per_token * 1
+    assert memory.kv_cache_bytes_per_token(model, tensor_parallel_size=8) == per_token * 1
 
 
 def test_tensor_parallel_sizes_must_divide_the_heads_and_be_powers_of_two():
     """28 attention heads: TP 8 does not divide them, so an 8-GPU instance can only run TP 1, 2 or 4."""
-    assert sizing.valid_tensor_parallel_sizes(sizing.parse_hf_config(QWEN25_7B), 8) == [1, 2, 4]
-    assert sizing.valid_tensor_parallel_sizes(sizing.parse_hf_config(LLAMA_31_8B), 8) == [1, 2, 4, 8]
-    assert sizing.valid_tensor_parallel_sizes(sizing.parse_hf_config(LLAMA_31_8B), 4) == [1, 2, 4]
+    assert memory.valid_tensor_parallel_sizes(model_spec.parse_hf_config(QWEN25_7B), 8) == [1, 2, 4]
+    assert memory.valid_tensor_parallel_sizes(model_spec.parse_hf_config(LLAMA_31_8B), 8) == [1, 2, 4, 8]
+    assert memory.valid_tensor_parallel_sizes(model_spec.parse_hf_config(LLAMA_31_8B), 4) == [1, 2, 4]
     result = plan(config=QWEN25_7B, dtype="bfloat16", instance_type="g5.48xlarge", tensor_parallel_size=4)
     assert result["tensor_parallel_size"] == 4
     error = nothing_fits(config=QWEN25_7B, instance_type="g5.48xlarge", tensor_parallel_size=8)
@@ -208,8 +213,8 @@ def test_tensor_parallel_sizes_must_divide_the_heads_and_be_powers_of_two():
 def test_rule_of_thumb_fp16_two_gb_per_billion_holds_exactly():
     """FP16/BF16: 2 bytes a parameter, so 2 GB (not GiB) per billion: 70B -> 140 GB = 130.39 GiB."""
     for parameters_b in (7, 13, 70, 405):
-        model = sizing.model_from_parameters(parameters_b)
-        weights = sizing.weights_bytes(model, sizing.resolve_precision(model, "float16"))
+        model = model_spec.model_from_parameters(parameters_b)
+        weights = memory.weights_bytes(model, precision.resolve_precision(model, "float16"))
         assert weights / 1e9 == pytest.approx(2.0 * parameters_b, rel=1e-9)
     assert plan(70, dtype="float16", instance_type="p4d.24xlarge")["weights_gib"] == pytest.approx(130.39, abs=0.01)
 
@@ -220,15 +225,15 @@ def test_rule_of_thumb_four_bit_half_a_gb_per_billion_only_holds_for_large_model
     thumb off by 13 %). 8B: (8.03 - 1.05) x 0.5195 + 1.05 x 2 = 5.73 GB, 0.71 GB per billion (off by 43 %): the
     128K-token vocabulary is an eighth of a small model."""
     per_param = 0.5 + 2.5 / 128
-    seventy = sizing.model_from_parameters(70)
-    awq = sizing.resolve_precision(seventy, quantization="awq")
+    seventy = model_spec.model_from_parameters(70)
+    awq = precision.resolve_precision(seventy, quantization="awq")
     embed70 = 2 * 128256 * 8192
     assert awq["bytes_per_quantized_param"] == pytest.approx(per_param)
     expected70 = (70e9 - embed70) * per_param + embed70 * 2
-    assert sizing.weights_bytes(seventy, awq) == pytest.approx(expected70)
+    assert memory.weights_bytes(seventy, awq) == pytest.approx(expected70)
     assert expected70 / 1e9 / 70 == pytest.approx(0.564, abs=0.001)
-    llama8 = sizing.parse_hf_config(LLAMA_31_8B)
-    weights8 = sizing.weights_bytes(llama8, sizing.resolve_precision(llama8, "int4", "awq"))
+    llama8 = model_spec.parse_hf_config(LLAMA_31_8B)
+    weights8 = memory.weights_bytes(llama8, precision.resolve_precision(llama8, "int4", "awq"))
     assert weights8 / 1e9 == pytest.approx(5.73, abs=0.01)
     assert weights8 / 1e9 / 8.03 > 0.7
 
@@ -346,7 +351,7 @@ def test_seed_70b_fp16_on_p4d_at_tp_8():
     assert candidate(result, "g5.48xlarge")["kept"] is False
     assert candidate(result, "g6e.48xlarge")["kept"] is True
     assert nothing_fits(70, dtype="float16", instance_type="p4d.24xlarge", tensor_parallel_size=4)
-    assert result["gpu_check"]["min_memory_mib"] <= sizing.GPUS["A100-40GB"]["nvidia_smi_memory_mib"]
+    assert result["gpu_check"]["min_memory_mib"] <= catalog.GPUS["A100-40GB"]["nvidia_smi_memory_mib"]
 
 
 def test_seed_70b_4bit_on_g5_48xlarge_only_when_the_kv_cache_needs_eight_gpus():
@@ -487,18 +492,19 @@ def test_gpu_check_requirements_are_in_nvidia_smi_terms():
     required_bytes = 8e9 * 2 + 131072 * 4096 + overhead_gib(14336, 4096, 128256, 1) * GIB
     need = math.ceil(required_bytes / 0.9 / 2 ** 20 + (23028 - 22589))
     assert result["gpu_check"] == {"tensor_parallel_size": 1, "min_memory_mib": need,
-                                   "required_memory_gib": round(need / 1024.0, 2), "min_compute_capability": "7.0"}
+                                   "required_memory_gib": round(need / 1024.0, 2), "min_compute_capability": "7.0",
+                                   "min_cuda_version": "12.4"}
     assert need <= 23028  # an A10G passes the check it is planned for
 
 
 def test_required_memory_gib_helper_matches_the_plan():
-    model = sizing.model_from_parameters(70)
+    model = model_spec.model_from_parameters(70)
     request = {"dtype": "float16", "max_model_len": 8192, "concurrency": 16}
-    result = sizing.plan(model, dict(request, instance_type="p4d.24xlarge"))
-    assert sizing.required_memory_gib(model, request, 8) == pytest.approx(result["required_gib_per_gpu"], abs=0.005)
-    qwen = sizing.parse_hf_config(QWEN25_7B)
-    with pytest.raises(sizing.SizingError, match="tensor_parallel_size 8 does not divide the model's 28 attention"):
-        sizing.required_memory_gib(qwen, {}, 8)
+    result = planner.plan(model, dict(request, instance_type="p4d.24xlarge"))
+    assert planner.required_memory_gib(model, request, 8) == pytest.approx(result["required_gib_per_gpu"], abs=0.005)
+    qwen = model_spec.parse_hf_config(QWEN25_7B)
+    with pytest.raises(errors.SizingError, match="tensor_parallel_size 8 does not divide the model's 28 attention"):
+        planner.required_memory_gib(qwen, {}, 8)
 
 
 # --- Inputs and their errors ----------------------------------------------------------------------------------------
@@ -508,18 +514,18 @@ def test_parameters_only_plans_say_the_shape_is_an_estimate():
     assert result["model"]["shape_is_estimate"] is True
     assert result["model"]["reference_model"] == "Llama-3.1-70B"
     assert any(note.startswith("estimate: Llama-3.1-70B's shape") for note in result["notes"])
-    assert sizing.model_from_parameters(13)["reference_model"] == "Llama-2-13B"
-    assert sizing.model_from_parameters(7)["reference_model"] == "Llama-3.1-8B"
-    assert sizing.model_from_parameters(405)["reference_model"] == "Llama-3.1-405B"
+    assert model_spec.model_from_parameters(13)["reference_model"] == "Llama-2-13B"
+    assert model_spec.model_from_parameters(7)["reference_model"] == "Llama-3.1-8B"
+    assert model_spec.model_from_parameters(405)["reference_model"] == "Llama-3.1-405B"
 
 
 def test_checkpoint_quantization_config_sets_the_precision_and_rejects_contradictions():
-    model = sizing.parse_hf_config(LLAMA_2_13B_AWQ)
-    assert sizing.resolve_precision(model)["dtype"] == "int4"
-    with pytest.raises(sizing.SizingError, match="dtype=float16 contradicts the checkpoint's quantization_config"):
-        sizing.resolve_precision(model, "float16")
-    with pytest.raises(sizing.SizingError, match="quantization=gptq contradicts"):
-        sizing.resolve_precision(model, quantization="gptq")
+    model = model_spec.parse_hf_config(LLAMA_2_13B_AWQ)
+    assert precision.resolve_precision(model)["dtype"] == "int4"
+    with pytest.raises(errors.SizingError, match="dtype=float16 contradicts the checkpoint's quantization_config"):
+        precision.resolve_precision(model, "float16")
+    with pytest.raises(errors.SizingError, match="quantization=gptq contradicts"):
+        precision.resolve_precision(model, quantization="gptq")
 
 
 @pytest.mark.parametrize("dtype,quantization,fix", [
@@ -530,16 +536,16 @@ def test_checkpoint_quantization_config_sets_the_precision_and_rejects_contradic
     ("bfloat16", "fp8", "set dtype=fp8"),
 ])
 def test_contradictory_precision_names_the_parameters_and_the_fix(dtype, quantization, fix):
-    model = sizing.model_from_parameters(8)
-    with pytest.raises(sizing.SizingError) as caught:
-        sizing.resolve_precision(model, dtype, quantization)
+    model = model_spec.model_from_parameters(8)
+    with pytest.raises(errors.SizingError) as caught:
+        precision.resolve_precision(model, dtype, quantization)
     assert fix in caught.value.message and ("dtype=%s" % dtype) in caught.value.message
 
 
 def test_default_precision_follows_the_checkpoint():
-    assert sizing.resolve_precision(sizing.parse_hf_config(LLAMA_31_8B))["dtype"] == "bfloat16"
-    assert sizing.resolve_precision(sizing.parse_hf_config(LLAMA_2_7B))["dtype"] == "float16"
-    assert sizing.resolve_precision(sizing.model_from_parameters(8), quantization="fp8")["dtype"] == "fp8"
+    assert precision.resolve_precision(model_spec.parse_hf_config(LLAMA_31_8B))["dtype"] == "bfloat16"
+    assert precision.resolve_precision(model_spec.parse_hf_config(LLAMA_2_7B))["dtype"] == "float16"
+    assert precision.resolve_precision(model_spec.model_from_parameters(8), quantization="fp8")["dtype"] == "fp8"
 
 
 @pytest.mark.parametrize("request_options,message", [
@@ -564,15 +570,15 @@ def test_bad_requests_name_the_parameter(request_options, message):
     (dict(LLAMA_31_8B, quantization_config={"quant_method": "awq", "bits": 8}), "AWQ with 8-bit"),
 ])
 def test_config_json_errors_say_what_is_missing_or_unsupported(config, message):
-    with pytest.raises(sizing.SizingError) as caught:
-        sizing.parse_hf_config(config)
+    with pytest.raises(errors.SizingError) as caught:
+        model_spec.parse_hf_config(config)
     assert message in caught.value.message
 
 
 def test_multimodal_config_is_sized_from_its_text_config():
     wrapped = {"model_type": "mllama", "text_config": dict(LLAMA_31_8B), "torch_dtype": "bfloat16",
                "quantization_config": {"quant_method": "fp8", "activation_scheme": "dynamic"}}
-    model = sizing.parse_hf_config(wrapped)
+    model = model_spec.parse_hf_config(wrapped)
     assert model["parameters"] == 8030261248
     assert model["quantization_config"]["method"] == "fp8"
     assert any("text_config" in note for note in model["notes"])

@@ -15,7 +15,9 @@ sys.path.insert(0, str(REPO / ".collections"))  # llmserve.aws importable as ans
 from ansible.errors import AnsibleFilterError  # noqa: E402
 
 from ansible_collections.llmserve.aws.plugins.filter import sizing as sizing_filters  # noqa: E402
-from ansible_collections.llmserve.aws.plugins.module_utils import _sizing as sizing  # noqa: E402
+from ansible_collections.llmserve.aws.plugins.module_utils._sizing import model_spec  # noqa: E402
+from ansible_collections.llmserve.aws.plugins.module_utils._sizing import planner  # noqa: E402
+from ansible_collections.llmserve.aws.plugins.module_utils._sizing import request  # noqa: E402
 
 BIN = Path(sys.executable).parent
 ENV = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO / ".collections"), ANSIBLE_NOCOLOR="1")
@@ -38,8 +40,8 @@ def test_model_memory_gib_is_the_planner_s_per_gpu_requirement():
     number model_plan reports for p4d.24xlarge."""
     per_gpu = sizing_filters.model_memory_gib(70, dtype="float16", max_model_len=8192, concurrency=16,
                                               tensor_parallel_size=8)
-    plan = sizing.plan(sizing.model_from_parameters(70), {"dtype": "float16", "max_model_len": 8192,
-                                                          "concurrency": 16, "instance_type": "p4d.24xlarge"})
+    plan = planner.plan(model_spec.model_from_parameters(70), {"dtype": "float16", "max_model_len": 8192,
+                                                               "concurrency": 16, "instance_type": "p4d.24xlarge"})
     assert per_gpu == plan["required_gib_per_gpu"] == 24.34
 
 
@@ -52,8 +54,8 @@ def test_model_memory_gib_on_h100_profiles_larger_batches():
 
 def test_model_memory_gib_accepts_a_loaded_config_json():
     per_gpu = sizing_filters.model_memory_gib(QWEN25_7B, max_model_len=32768, tensor_parallel_size=2)
-    assert per_gpu == round(sizing.required_memory_gib(sizing.parse_hf_config(QWEN25_7B),
-                                                       {"max_model_len": 32768}, 2), 2)
+    assert per_gpu == round(planner.required_memory_gib(model_spec.parse_hf_config(QWEN25_7B),
+                                                        {"max_model_len": 32768}, 2), 2)
 
 
 @pytest.mark.parametrize("value,message", [
@@ -144,8 +146,8 @@ def test_model_memory_gib_doc_matches_its_signature(filter_docs):
 
 def test_plan_instance_doc_lists_every_option_the_planner_takes(filter_docs):
     doc = filter_docs["plan_instance"]
-    assert set(doc["options"]) == set(sizing.normalize_request({})) | {"_input"}
-    defaults = sizing.normalize_request({})
+    assert set(doc["options"]) == set(request.normalize_request({})) | {"_input"}
+    defaults = request.normalize_request({})
     for name, option in doc["options"].items():
         if name != "_input":
             assert option.get("default") == defaults[name], name
