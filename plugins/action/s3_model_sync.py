@@ -26,8 +26,8 @@ from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
-from ansible_collections.llmserve.aws.plugins.module_utils._model_manifest import human_bytes
-from ansible_collections.llmserve.aws.plugins.module_utils._model_manifest import progress_line
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.manifest import human_bytes
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.manifest import progress_line
 
 display = Display()
 

@@ -8,7 +8,7 @@ __metaclass__ = type
 
 
 class ModuleDocFragment:
-    """What the model sync modules (s3_model_sync, hf_model_sync) share: module_utils/_model_sync_module.py."""
+    """What the model sync modules (s3_model_sync, hf_model_sync) share: module_utils/_model_sync/module.py."""
 
     DOCUMENTATION = r"""
 attributes:

@@ -158,13 +158,13 @@ timings:
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.basic import env_fallback
 
-from ansible_collections.llmserve.aws.plugins.module_utils._hf import HfError
-from ansible_collections.llmserve.aws.plugins.module_utils._hf import HfSource
-from ansible_collections.llmserve.aws.plugins.module_utils._hf import HttpEngine
-from ansible_collections.llmserve.aws.plugins.module_utils._hf import HubClient
-from ansible_collections.llmserve.aws.plugins.module_utils._model_sync_module import require_at_least_one
-from ansible_collections.llmserve.aws.plugins.module_utils._model_sync_module import run_sync_module
-from ansible_collections.llmserve.aws.plugins.module_utils._model_sync_module import sync_argument_spec
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.source_hf import HfError
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.source_hf import HfSource
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.source_hf import HttpEngine
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.source_hf import HubClient
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.module import require_at_least_one
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.module import run_sync_module
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.module import sync_argument_spec
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 

@@ -205,15 +205,15 @@ timings:
 import os
 
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
-from ansible_collections.llmserve.aws.plugins.module_utils import _model_manifest as mm
-from ansible_collections.llmserve.aws.plugins.module_utils._model_sync_module import require_at_least_one
-from ansible_collections.llmserve.aws.plugins.module_utils._model_sync_module import run_sync_module
-from ansible_collections.llmserve.aws.plugins.module_utils._model_sync_module import sync_argument_spec
-from ansible_collections.llmserve.aws.plugins.module_utils._model_transfer import Boto3Engine
-from ansible_collections.llmserve.aws.plugins.module_utils._model_transfer import S5cmdEngine
-from ansible_collections.llmserve.aws.plugins.module_utils._model_transfer import find_s5cmd
-from ansible_collections.llmserve.aws.plugins.module_utils._s3 import S3Source
-from ansible_collections.llmserve.aws.plugins.module_utils._s3 import S3SyncError
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync import manifest as mm
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.module import require_at_least_one
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.module import run_sync_module
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.module import sync_argument_spec
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.transfer import Boto3Engine
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.transfer import S5cmdEngine
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.transfer import find_s5cmd
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.source_s3 import S3Source
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.source_s3 import S3SyncError
 
 
 def s5cmd_environment(params):

@@ -1,4 +1,4 @@
-"""The model sync planner (plugins/module_utils/_model_manifest.py): pure functions of listings and manifests."""
+"""The model sync planner (plugins/module_utils/_model_sync/manifest.py): pure functions of listings and manifests."""
 
 import sys
 from pathlib import Path
@@ -8,7 +8,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / ".collections"))
 
-from ansible_collections.llmserve.aws.plugins.module_utils import _model_manifest as mm  # noqa: E402
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync import manifest as mm  # noqa: E402
 
 MIB = 1024 * 1024
 

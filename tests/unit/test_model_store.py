@@ -1,4 +1,4 @@
-"""Verification and the local version store of a model sync (plugins/module_utils/_model_store.py), on real files
+"""Verification and the local version store of a model sync (plugins/module_utils/_model_sync/store.py), on real files
 in a temporary folder."""
 
 import base64
@@ -14,8 +14,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / ".collections"))
 
-from ansible_collections.llmserve.aws.plugins.module_utils import _model_manifest as mm  # noqa: E402
-from ansible_collections.llmserve.aws.plugins.module_utils import _model_store as store_mod  # noqa: E402
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync import manifest as mm  # noqa: E402
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync import store as store_mod  # noqa: E402
 
 MIB = 1024 * 1024
 

@@ -11,15 +11,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / ".collections"))
 
-from ansible_collections.llmserve.aws.plugins.module_utils import _hf  # noqa: E402
-from ansible_collections.llmserve.aws.plugins.module_utils import _model_transfer as transfer  # noqa: E402
-from ansible_collections.llmserve.aws.plugins.module_utils import _s3  # noqa: E402
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync import source_hf  # noqa: E402
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync import transfer  # noqa: E402
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync import source_s3  # noqa: E402
 
 AWKWARD_KEYS = ["m/it's a file.txt", "m/star*[x]?.bin", 'm/dq"x.txt', "m/uni-ü €.txt", "m/back\\slash.txt", "m/-rf"]
 
 
 def test_s5cmd_script_lines_split_back_to_the_exact_key_and_path():
-    jobs = [_s3.Job(key[2:], "models", key, 1, "/stage/" + key[2:]) for key in AWKWARD_KEYS]
+    jobs = [source_s3.Job(key[2:], "models", key, 1, "/stage/" + key[2:]) for key in AWKWARD_KEYS]
     lines = transfer.s5cmd_script(jobs, concurrency=16, part_size_mb=50).splitlines()
     assert len(lines) == len(jobs)
     for line, job in zip(lines, jobs):
@@ -29,7 +29,7 @@ def test_s5cmd_script_lines_split_back_to_the_exact_key_and_path():
 
 
 def test_s5cmd_errors_name_the_iam_action_and_object():
-    job = _s3.Job("w.bin", "models", "tiny/w.bin", 1, "/stage/w.bin")
+    job = source_s3.Job("w.bin", "models", "tiny/w.bin", 1, "/stage/w.bin")
     line = json.dumps({"operation": "cp", "command": "cp s3://models/tiny/w.bin /stage/w.bin",
                        "error": "AccessDenied: Access Denied status code: 403, request id: X, host id: Y"})
     message = transfer.parse_s5cmd_error(line, {"s3://models/tiny/w.bin": job})
@@ -50,7 +50,7 @@ def test_s5cmd_errors_name_the_iam_action_and_object():
     ],
 )
 def test_describe_error(code, action, key, expected):
-    assert expected in _s3.describe_error(code, action, "models", key=key, prefix="t/")
+    assert expected in source_s3.describe_error(code, action, "models", key=key, prefix="t/")
 
 
 def test_find_s5cmd_prefers_an_explicit_path_and_checks_it(tmp_path):
@@ -76,7 +76,7 @@ HUB_INFO = {
 
 
 def test_hub_listing_becomes_a_manifest_with_hashes():
-    commit, manifest = _hf.manifest_from_model_info(HUB_INFO, exclude=["original/*"])
+    commit, manifest = source_hf.manifest_from_model_info(HUB_INFO, exclude=["original/*"])
     assert commit == HUB_INFO["sha"]
     assert sorted(manifest) == [".gitattributes", "config.json", "model.safetensors"]
     weights = manifest["model.safetensors"]
@@ -87,8 +87,8 @@ def test_hub_listing_becomes_a_manifest_with_hashes():
 
 def test_hub_listing_without_sizes_is_refused():
     info = {"sha": "x", "siblings": [{"rfilename": "config.json"}]}
-    with pytest.raises(_hf.HfError, match="blobs=true"):
-        _hf.manifest_from_model_info(info)
+    with pytest.raises(source_hf.HfError, match="blobs=true"):
+        source_hf.manifest_from_model_info(info)
 
 
 @pytest.mark.parametrize(
@@ -102,13 +102,13 @@ def test_hub_listing_without_sizes_is_refused():
     ],
 )
 def test_hub_errors(status, token, code, expected):
-    assert expected in _hf.describe_http_error(status, "acme/m", "main", token, code)
+    assert expected in source_hf.describe_http_error(status, "acme/m", "main", token, code)
 
 
 @pytest.mark.parametrize("repo", ["acme", "acme/m/x", "/m", "acme/", "ac me/m"])
 def test_repo_ids_are_checked(repo):
-    with pytest.raises(_hf.HfError):
-        _hf.check_repo_id(repo)
+    with pytest.raises(source_hf.HfError):
+        source_hf.check_repo_id(repo)
 
 
 def test_find_s5cmd_prefers_the_packaged_binary_over_its_console_script(tmp_path, monkeypatch):
@@ -137,23 +137,23 @@ def test_s5cmd_listing_is_left_to_boto3_for_prefixes_with_glob_characters():
 def test_checksums_fetched_beside_the_transfer_surface_their_errors():
     """ModelSync reads the checksums (HeadObject) in a thread while the transfer runs; a failure there must stop
     the sync wherever it is noticed: on a landed file, or at the end when no file needed them."""
-    from ansible_collections.llmserve.aws.plugins.module_utils import _model_sync
+    from ansible_collections.llmserve.aws.plugins.module_utils._model_sync import sync as model_sync_run
 
     def describe_fails(remote, rels):
-        raise _s3.S3SyncError("s3://models/m/a changed or disappeared while syncing", "Changed")
+        raise source_s3.S3SyncError("s3://models/m/a changed or disappeared while syncing", "Changed")
 
-    failing = _model_sync._Specs(describe_fails, {"a": {}}, ["a"])
+    failing = model_sync_run._Specs(describe_fails, {"a": {}}, ["a"])
     try:
-        with pytest.raises(_s3.S3SyncError, match="changed or disappeared"):
+        with pytest.raises(source_s3.S3SyncError, match="changed or disappeared"):
             failing.get("a")
-        with pytest.raises(_s3.S3SyncError):
+        with pytest.raises(source_s3.S3SyncError):
             failing.raise_failure()
-        with pytest.raises(_s3.S3SyncError):
+        with pytest.raises(source_s3.S3SyncError):
             failing.wait()
     finally:
         failing.close()
 
-    working = _model_sync._Specs(lambda remote, rels: {"a": {"method": "size"}}, {"a": {}}, ["a"])
+    working = model_sync_run._Specs(lambda remote, rels: {"a": {"method": "size"}}, {"a": {}}, ["a"])
     try:
         assert working.get("a") == {"method": "size"}
         working.raise_failure()

@@ -29,9 +29,9 @@ LISTING = textwrap.dedent(
     """
     import json, os, sys
     import boto3
-    from ansible_collections.llmserve.aws.plugins.module_utils._model_manifest import normalize_etag
-    from ansible_collections.llmserve.aws.plugins.module_utils._model_transfer import S5cmdEngine, find_s5cmd
-    from ansible_collections.llmserve.aws.plugins.module_utils._s3 import list_prefix
+    from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.manifest import normalize_etag
+    from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.transfer import S5cmdEngine, find_s5cmd
+    from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.source_s3 import list_prefix
 
     a = json.loads(sys.argv[1])
     env = dict(os.environ, AWS_ACCESS_KEY_ID=a["access_key"], AWS_SECRET_ACCESS_KEY=a["secret_key"],
@@ -53,10 +53,10 @@ STALE_LISTING_SYNC = textwrap.dedent(
     """
     import json, os, sys
     import boto3
-    from ansible_collections.llmserve.aws.plugins.module_utils._model_store import ModelStore
-    from ansible_collections.llmserve.aws.plugins.module_utils._model_sync import ModelSync
-    from ansible_collections.llmserve.aws.plugins.module_utils._model_transfer import S5cmdEngine, find_s5cmd
-    from ansible_collections.llmserve.aws.plugins.module_utils._s3 import S3Source, S3SyncError
+    from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.store import ModelStore
+    from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.sync import ModelSync
+    from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.transfer import S5cmdEngine, find_s5cmd
+    from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.source_s3 import S3Source, S3SyncError
 
     a = json.loads(sys.argv[1])
     env = dict(os.environ, AWS_ACCESS_KEY_ID=a["access_key"], AWS_SECRET_ACCESS_KEY=a["secret_key"],

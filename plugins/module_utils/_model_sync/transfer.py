@@ -23,7 +23,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.llmserve.aws.plugins.module_utils._s3 import describe_error
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.source_s3 import describe_error
 
 try:
     import botocore

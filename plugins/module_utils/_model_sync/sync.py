@@ -6,7 +6,7 @@
 Private to this collection. A *source* provides ``uri``, ``list()`` -> manifest, ``describe(remote, rels)`` (adds
 checksum values to the entries about to be fetched; it runs in a thread while the engine already transfers) and
 ``jobs(remote, rels, staging)`` for its *engine* (``run(jobs, on_done, workdir)``). Everything that decides is
-in _model_manifest (pure); this file sequences it.
+in manifest.py (pure); this file sequences it.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -19,12 +19,12 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.llmserve.aws.plugins.module_utils import _model_manifest as mm
-from ansible_collections.llmserve.aws.plugins.module_utils._model_store import ChecksumMismatch
-from ansible_collections.llmserve.aws.plugins.module_utils._model_store import computable_algorithms
-from ansible_collections.llmserve.aws.plugins.module_utils._model_store import verify_file
-from ansible_collections.llmserve.aws.plugins.module_utils._model_transfer import ProgressMonitor
-from ansible_collections.llmserve.aws.plugins.module_utils._model_transfer import TransferError
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync import manifest as mm
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.store import ChecksumMismatch
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.store import computable_algorithms
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.store import verify_file
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.transfer import ProgressMonitor
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.transfer import TransferError
 
 DIFF_FILE_LIMIT = 200
 

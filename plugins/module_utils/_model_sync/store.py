@@ -29,7 +29,7 @@ import shutil
 import time
 import zlib
 
-from ansible_collections.llmserve.aws.plugins.module_utils import _model_manifest as mm
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync import manifest as mm
 
 try:
     from awscrt import checksums as crt_checksums

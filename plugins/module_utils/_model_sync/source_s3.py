@@ -22,7 +22,7 @@ except ImportError:
 
 from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
-from ansible_collections.llmserve.aws.plugins.module_utils import _model_manifest as mm
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync import manifest as mm
 
 # S3's own "slow down" and transient server codes, on top of the throttling codes AWSRetry already knows.
 _TRANSIENT_CODES = ["SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "503", "500"]

@@ -10,13 +10,13 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.llmserve.aws.plugins.module_utils._model_manifest import ManifestError
-from ansible_collections.llmserve.aws.plugins.module_utils._model_store import ModelStore
-from ansible_collections.llmserve.aws.plugins.module_utils._model_store import StoreError
-from ansible_collections.llmserve.aws.plugins.module_utils._model_sync import ModelSync
-from ansible_collections.llmserve.aws.plugins.module_utils._model_sync import SyncError
-from ansible_collections.llmserve.aws.plugins.module_utils._model_transfer import MIB
-from ansible_collections.llmserve.aws.plugins.module_utils._model_transfer import TransferError
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.manifest import ManifestError
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.store import ModelStore
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.store import StoreError
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.sync import ModelSync
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.sync import SyncError
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.transfer import MIB
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.transfer import TransferError
 
 # Failures whose message says what is wrong and what to do; the module fails with it.
 SYNC_ERRORS = (SyncError, StoreError, ManifestError, TransferError)

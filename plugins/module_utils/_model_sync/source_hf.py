@@ -30,8 +30,8 @@ from urllib.request import ProxyHandler
 from urllib.request import Request
 from urllib.request import build_opener
 
-from ansible_collections.llmserve.aws.plugins.module_utils import _model_manifest as mm
-from ansible_collections.llmserve.aws.plugins.module_utils._model_transfer import fetch_in_threads
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync import manifest as mm
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.transfer import fetch_in_threads
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 CHUNK = 4 * 1024 * 1024
