@@ -373,33 +373,33 @@ journal:
 import json
 import os
 import pwd
-import socket
-import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
-from ansible.module_utils.urls import open_url
 
 from ansible_collections.llmserve.aws.plugins.module_utils import _systemd as systemd
 from ansible_collections.llmserve.aws.plugins.module_utils import _vllm as vllm
 from ansible_collections.llmserve.aws.plugins.module_utils import _waiter as waiter
+from ansible_collections.llmserve.aws.plugins.module_utils._atomic_file import write_atomically
+from ansible_collections.llmserve.aws.plugins.module_utils._vllm_http import ServiceCrashed
+from ansible_collections.llmserve.aws.plugins.module_utils._vllm_http import ServingCheckFailed
+from ansible_collections.llmserve.aws.plugins.module_utils._vllm_http import health_check
+from ansible_collections.llmserve.aws.plugins.module_utils._vllm_http import models_check
+from ansible_collections.llmserve.aws.plugins.module_utils._vllm_http import serving_version
+from ansible_collections.llmserve.aws.plugins.module_utils._vllm_http import smoke_completion
 
 JOURNAL_LINES = 50
-HTTP_TIMEOUT_S = 10
-SMOKE_PROMPT = "The capital of France is"
+# The unit and environment files belong to root: systemd reads them, the service user must not change them.
+FILE_OWNER = "root"
 
 
-class ServiceCrashed(Exception):
-    """vLLM's main process died while the module waited for it."""
+class VllmLaunchError(Exception):
+    """The one failure converge() raises: the message, and the result so far (status, journal) to return with it."""
 
-    def __init__(self, status):
-        super(ServiceCrashed, self).__init__("vLLM exited while starting (%s)" % status.summary())
-        self.status = status
-
-
-class ServingCheckFailed(Exception):
-    """The server answered, but wrongly: the served name missing, the API key refused, the smoke test failed."""
+    def __init__(self, message, result=None):
+        super(VllmLaunchError, self).__init__(message)
+        self.message = message
+        self.result = result or {}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -412,14 +412,6 @@ def read_text(path):
             return handle.read()
     except (IOError, OSError):
         return None
-
-
-def file_metadata(path):
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    return {"mode": info.st_mode & 0o7777, "uid": info.st_uid, "gid": info.st_gid}
 
 
 def read_model(model):
@@ -458,8 +450,6 @@ def describe_service(runner, paths, unit):
     return {
         "unit_text": read_text(paths["unit"]),
         "environment_text": read_text(paths["environment_file"]),
-        "environment_metadata": file_metadata(paths["environment_file"]),
-        "unit_metadata": file_metadata(paths["unit"]),
         "restart_timer_text": read_text(paths["restart_timer"]),
         "restart_service_text": read_text(paths["restart_service"]),
         "status": runner.status(unit),
@@ -489,39 +479,40 @@ def desired_service(params, systemctl_path):
 
 def write_file(module, path, content, mode):
     """Atomically replace path with content, owned by root with the given mode (never briefly wider)."""
-    directory = os.path.dirname(path)
-    descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=".%s." % os.path.basename(path))
+    def own(temporary):
+        module.set_owner_if_different(temporary, FILE_OWNER, False)
+        module.set_group_if_different(temporary, FILE_OWNER, False)
     try:
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(content)
-        os.chmod(temporary, mode)
-        os.chown(temporary, 0, 0)
-        os.rename(temporary, path)
-    except OSError as error:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        module.fail_json(msg="cannot write %s: %s" % (path, error))
+        write_atomically(path, content, mode=mode, prepare=own)
+    except (IOError, OSError) as error:
+        raise VllmLaunchError("cannot write %s: %s" % (path, error)) from None
 
 
-def remove_file(module, path):
+def remove_file(path):
     try:
         os.unlink(path)
     except OSError as error:
         if os.path.exists(path):
-            module.fail_json(msg="cannot remove %s: %s" % (path, error))
+            raise VllmLaunchError("cannot remove %s: %s" % (path, error)) from None
 
 
-def _metadata_differs(metadata, mode):
-    return metadata is None or metadata != {"mode": mode, "uid": 0, "gid": 0}
+def fix_metadata(module, path, mode):
+    """Mode and root ownership of a file whose content is right; True when they were (or would be) changed."""
+    changed = module.set_mode_if_different(path, mode, False)
+    changed = module.set_owner_if_different(path, FILE_OWNER, changed)
+    return module.set_group_if_different(path, FILE_OWNER, changed)
 
 
 def ensure_files(module, paths, current, desired, check_mode):
     """Write what differs. Returns the names of the files that changed ('unit', 'environment', 'timer')."""
     changed = set()
-    if current["unit_text"] != desired["unit_text"] or _metadata_differs(current["unit_metadata"], 0o644):
+    if current["unit_text"] != desired["unit_text"]:
         changed.add("unit")
-    if (current["environment_text"] != desired["environment_text"]
-            or _metadata_differs(current["environment_metadata"], 0o600)):
+    elif fix_metadata(module, paths["unit"], 0o644):
+        changed.add("unit")
+    if current["environment_text"] != desired["environment_text"]:
+        changed.add("environment")
+    elif fix_metadata(module, paths["environment_file"], 0o600):
         changed.add("environment")
     if (current["restart_timer_text"] != desired["restart_timer_text"]
             or current["restart_service_text"] != desired["restart_service_text"]):
@@ -537,7 +528,7 @@ def ensure_files(module, paths, current, desired, check_mode):
     if "timer" in changed:
         for key, text_key in (("restart_timer", "restart_timer_text"), ("restart_service", "restart_service_text")):
             if desired[text_key] is None:
-                remove_file(module, paths[key])
+                remove_file(paths[key])
             else:
                 write_file(module, paths[key], desired[text_key], 0o644)
     return changed
@@ -555,89 +546,6 @@ def build_diff(paths, current, desired):
         {"before_header": paths["restart_timer"], "after_header": paths["restart_timer"],
          "before": current["restart_timer_text"] or "", "after": desired["restart_timer_text"] or ""},
     ]
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Waiting
-
-
-def http_request(url, headers=None, data=None, method="GET"):
-    """(status code, body text) of one request; connection failures raise URLError/socket errors."""
-    try:
-        response = open_url(url, method=method, headers=headers or {}, data=data, timeout=HTTP_TIMEOUT_S,
-                            follow_redirects="none", use_proxy=False)
-        return response.getcode(), response.read().decode("utf-8", "replace")
-    except HTTPError as error:
-        return error.code, error.read().decode("utf-8", "replace") if error.fp else ""
-
-
-def auth_headers(params):
-    headers = {"Content-Type": "application/json"}
-    if params.get("api_key"):
-        headers["Authorization"] = "Bearer %s" % params["api_key"]
-    return headers
-
-
-def health_check(runner, unit, baseline, url):
-    def check():
-        status = runner.status(unit)
-        if systemd.crashed_since(baseline, status):
-            raise ServiceCrashed(status)
-        try:
-            code, _body = http_request(url + "/health")
-        except (URLError, socket.error, socket.timeout) as error:
-            return waiter.CheckResult(False, "%s; /health: %s" % (status.summary(), getattr(error, "reason", error)))
-        return waiter.CheckResult(code == 200, "%s; /health: HTTP %d" % (status.summary(), code), status)
-    return check
-
-
-def models_check(params, url):
-    name = vllm.served_name(params)
-
-    def check():
-        try:
-            code, body = http_request(url + "/v1/models", auth_headers(params))
-        except (URLError, socket.error, socket.timeout) as error:
-            return waiter.CheckResult(False, "/v1/models: %s" % getattr(error, "reason", error))
-        if code == 401:
-            raise ServingCheckFailed("/v1/models answered 401: the server does not accept the configured api_key")
-        if code != 200:
-            return waiter.CheckResult(False, "/v1/models: HTTP %d" % code)
-        try:
-            listed = [entry.get("id") for entry in json.loads(body).get("data", [])]
-        except (ValueError, AttributeError):
-            return waiter.CheckResult(False, "/v1/models: unreadable answer %r" % body[:200])
-        if name in listed:
-            return waiter.CheckResult(True, "/v1/models lists %s" % name, listed)
-        raise ServingCheckFailed("/v1/models lists %s, not the served name %s" % (listed, name))
-    return check
-
-
-def serving_version(url):
-    try:
-        code, body = http_request(url + "/version")
-        if code == 200:
-            return json.loads(body).get("version")
-    except (URLError, socket.error, socket.timeout, ValueError, AttributeError):
-        return None
-    return None
-
-
-def smoke_completion(params, url):
-    request = json.dumps({"model": vllm.served_name(params), "prompt": SMOKE_PROMPT, "max_tokens": 4,
-                          "temperature": 0})
-    started = time.monotonic()
-    code, body = http_request(url + "/v1/completions", auth_headers(params), data=request, method="POST")
-    latency = time.monotonic() - started
-    if code != 200:
-        raise ServingCheckFailed("smoke completion failed with HTTP %d: %s" % (code, body[:500]))
-    try:
-        answer = json.loads(body)
-        return {"text": answer["choices"][0]["text"], "completion_tokens": answer["usage"]["completion_tokens"],
-                "latency_s": round(latency, 3)}
-    except (ValueError, KeyError, IndexError, TypeError):
-        raise ServingCheckFailed("smoke completion answered something that is not a completion: %s"
-                                 % body[:500]) from None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -704,7 +612,7 @@ def ensure_present(module, runner, paths, unit, current, desired, check_mode):
     return changed, restarted, baseline
 
 
-def ensure_absent(module, runner, paths, unit, current, check_mode):
+def ensure_absent(runner, paths, unit, current, check_mode):
     present = [path for key, path in sorted(paths.items())
                if key in ("unit", "environment_file", "restart_timer", "restart_service") and os.path.exists(path)]
     status = current["status"]
@@ -718,7 +626,7 @@ def ensure_absent(module, runner, paths, unit, current, check_mode):
     if status.exists:
         runner.systemctl_run("disable", "--now", "--", unit)
     for path in present:
-        remove_file(module, path)
+        remove_file(path)
     if os.path.isdir(paths["environment_dir"]) and not os.listdir(paths["environment_dir"]):
         os.rmdir(paths["environment_dir"])
     runner.daemon_reload()
@@ -820,34 +728,24 @@ ARGUMENT_SPEC = dict(
 )
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=ARGUMENT_SPEC,
-        required_if=[("state", "started", ("model",)), ("state", "restarted", ("model",)),
-                     ("state", "stopped", ("model",))],
-        supports_check_mode=True,
-    )
+def converge(module, runner, paths, systemctl_path):
+    """Bring the service to module.params' state; returns the result, or raises VllmLaunchError.
+
+    Read what is there, compute and apply the change (nothing in check mode), wait until vLLM serves, read again.
+    """
     params = module.params
     check_mode = module.check_mode
-    systemctl_path = module.get_bin_path("systemctl", required=True)
-    journalctl_path = module.get_bin_path("journalctl") or "journalctl"
-    runner = systemd.SystemdRunner(module.run_command, systemctl_path, journalctl_path)
-    paths = vllm.service_paths(params["name"])
     unit = params["name"] + ".service"
     result = dict(changed=False, unit_path=paths["unit"], environment_file=paths["environment_file"])
-
-    if params["state"] != "absent":
-        validate(module)
-
     try:
         current = describe_service(runner, paths, unit)
         if params["state"] == "absent":
-            result["changed"] = ensure_absent(module, runner, paths, unit, current, check_mode)
+            result["changed"] = ensure_absent(runner, paths, unit, current, check_mode)
             result["status"] = (current["status"] if check_mode else runner.status(unit)).as_dict()
             if module._diff:
                 empty = {"unit_text": None, "environment_text": None, "restart_timer_text": None}
                 result["diff"] = build_diff(paths, current, empty)
-            module.exit_json(**result)
+            return result
 
         desired = desired_service(params, systemctl_path)
         url = vllm.base_url(params["host"], params["port"])
@@ -863,7 +761,7 @@ def main():
         if check_mode or params["state"] == "stopped" or not params["wait"]:
             final = current["status"] if check_mode else runner.status(unit)
             result.update(status=final.as_dict(), pid=final.main_pid)
-            module.exit_json(**result)
+            return result
 
         if not restarted:
             started_at = time.monotonic()
@@ -874,26 +772,50 @@ def main():
             result["smoke_test"] = smoke_completion(params, url)
         final = runner.status(unit)
         result.update(status=final.as_dict(), pid=final.main_pid)
-        module.exit_json(**result)
+        return result
     except systemd.SystemdError as error:
-        fail_with_journal(module, runner, unit, result, "systemd refused: %s (command: %s)"
-                          % (error.detail, " ".join(error.command or [])))
+        raise failure_with_journal(runner, unit, result, "systemd refused: %s (command: %s)"
+                                   % (error.detail, " ".join(error.command or []))) from None
     except ServiceCrashed as error:
         message = "%s; systemd restarts it up to %d times within %d s, then leaves it failed; see journal" % (
             error, params["start_limit_burst"], params["start_limit_interval_sec"])
-        fail_with_journal(module, runner, unit, result, message)
+        raise failure_with_journal(runner, unit, result, message) from None
     except (waiter.WaitTimeout, ServingCheckFailed) as error:
-        fail_with_journal(module, runner, unit, result, str(error))
+        raise failure_with_journal(runner, unit, result, str(error)) from None
 
 
-def fail_with_journal(module, runner, unit, result, message):
-    result["journal"] = runner.journal_tail(unit, JOURNAL_LINES)
+def failure_with_journal(runner, unit, result, message):
+    """The error to raise, carrying the result so far, the journal's tail and systemd's last word."""
+    result = dict(result, journal=runner.journal_tail(unit, JOURNAL_LINES))
     try:
         status = runner.status(unit)
         result.update(status=status.as_dict(), pid=status.main_pid)
     except systemd.SystemdError as error:
         result["status_error"] = error.detail
-    module.fail_json(msg=message, **result)
+    return VllmLaunchError(message, result)
+
+
+def build_module():
+    return AnsibleModule(
+        argument_spec=ARGUMENT_SPEC,
+        required_if=[("state", "started", ("model",)), ("state", "restarted", ("model",)),
+                     ("state", "stopped", ("model",))],
+        supports_check_mode=True,
+    )
+
+
+def main():
+    module = build_module()
+    systemctl_path = module.get_bin_path("systemctl", required=True)
+    journalctl_path = module.get_bin_path("journalctl") or "journalctl"
+    runner = systemd.SystemdRunner(module.run_command, systemctl_path, journalctl_path)
+    if module.params["state"] != "absent":
+        validate(module)
+    try:
+        result = converge(module, runner, vllm.service_paths(module.params["name"]), systemctl_path)
+    except VllmLaunchError as error:
+        module.fail_json(msg=error.message, **error.result)
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,20 @@
 """vllm_launch's decisions: what it writes and when it starts, restarts or leaves vLLM alone.
 
-The files go to a temporary folder and systemctl is a recording stand-in that keeps a service state, so these
-tests check the module's logic (idempotence, check mode, restarts only on change). The molecule scenario
+converge() runs with a real AnsibleModule; the files go to a temporary folder and systemctl is a recording
+stand-in that keeps a service state, so these tests check the module's logic (idempotence, check mode, restarts
+only on change) without root: the module hands its files to root through set_owner_if_different and
+set_group_if_different, which these tests record instead of applying. The molecule scenario
 roles/vllm_service/molecule/default runs the same code against real systemd and vLLM.
 """
 
 import json
 import os
+import re
 import stat
 
 import pytest
 from ansible.module_utils import basic
+from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.llmserve.aws.plugins.module_utils import _systemd as systemd
 from ansible_collections.llmserve.aws.plugins.modules import vllm_launch
@@ -20,14 +24,6 @@ from module_harness import run_main
 from test_vllm_validation import params as base_params
 
 UNIT = "vllm.service"
-
-
-class FakeModule:
-    def __init__(self, params):
-        self.params = params
-
-    def fail_json(self, msg, **result):
-        raise AssertionError(msg)
 
 
 class FakeSystemd:
@@ -91,8 +87,8 @@ class FakeSystemd:
 
 
 @pytest.fixture
-def host(tmp_path):
-    """Service paths under tmp_path, a fake systemd, and a function that runs one converge."""
+def host(tmp_path, monkeypatch):
+    """Service paths under tmp_path, a fake systemd, and a function that runs one converge()."""
     def paths(name):
         return {
             "unit": str(tmp_path / ("%s.service" % name)),
@@ -105,19 +101,36 @@ def host(tmp_path):
         }
     service_paths = paths("vllm")
     fake = FakeSystemd(service_paths["unit"])
+    fake.owners = []
+
+    def record_owner(kind):
+        def set_if_different(module, path, name, changed, diff=None, expand=True):
+            # The temporary file (.<name>.<random>.tmp) is handed over before it is renamed into place.
+            fake.owners.append((kind, re.sub(r"^\.(.+)\.[0-9a-f]+\.tmp$", r"\1", os.path.basename(path)), name))
+            return changed
+        return set_if_different
+
+    def needs_root(*args):
+        raise AssertionError("changing ownership needs root; vllm_launch must ask the module, which these tests record")
+
+    for name in ("chown", "lchown", "fchown"):
+        monkeypatch.setattr(os, name, needs_root)
+    monkeypatch.setattr(basic.AnsibleModule, "set_owner_if_different", record_owner("owner"))
+    monkeypatch.setattr(basic.AnsibleModule, "set_group_if_different", record_owner("group"))
 
     def converge(check_mode=False, **overrides):
         module_params = base_params(**overrides)
         module_params.update(state=overrides.get("state", "started"), enabled=overrides.get("enabled", True),
-                             restart_schedule=overrides.get("restart_schedule"), restart_randomized_delay_sec=900)
-        module = FakeModule(module_params)
+                             restart_schedule=overrides.get("restart_schedule"), restart_randomized_delay_sec=900,
+                             wait=overrides.get("wait", False))
+        given = dict((key, value) for key, value in module_params.items() if value is not None)  # None: the default
+        with patch_module_args(dict(given, _ansible_check_mode=check_mode, _ansible_diff=True)):
+            module = vllm_launch.build_module()
         current = vllm_launch.describe_service(fake, service_paths, UNIT)
+        result = vllm_launch.converge(module, fake, service_paths, "/usr/bin/systemctl")
         if module_params["state"] == "absent":
-            return vllm_launch.ensure_absent(module, fake, service_paths, UNIT, current, check_mode), current
-        desired = vllm_launch.desired_service(module_params, "/usr/bin/systemctl")
-        changed, restarted, _baseline = vllm_launch.ensure_present(
-            module, fake, service_paths, UNIT, current, desired, check_mode)
-        return (changed, restarted), current
+            return result["changed"], current
+        return (result["changed"], result["restarted"]), current
 
     fake.converge = converge
     fake.paths = service_paths
@@ -134,6 +147,12 @@ def test_first_run_writes_both_files_reloads_enables_and_starts(host):
     assert stat.S_IMODE(os.stat(host.paths["environment_dir"]).st_mode) == 0o700
     assert "sk-1" in open(host.paths["environment_file"]).read()
     assert "sk-1" not in open(host.paths["unit"]).read()
+
+
+def test_the_files_are_handed_to_root(host):
+    host.converge(api_key="sk-1")
+    for name in ("vllm.env", "vllm.service"):
+        assert ("owner", name, "root") in host.owners and ("group", name, "root") in host.owners
 
 
 def test_second_run_changes_nothing_and_keeps_the_pid(host):
@@ -223,6 +242,21 @@ def test_absent_removes_everything_once(host):
     host.calls.clear()
     assert host.converge(state="absent")[0] is False
     assert host.calls == []
+
+
+def test_a_crash_while_waiting_raises_the_one_error_with_the_journal(host, monkeypatch):
+    host.journal_tail = lambda unit, lines: "CUDA out of memory"
+
+    def crashes(*args):
+        raise vllm_launch.ServiceCrashed(host.status(UNIT))
+
+    monkeypatch.setattr(vllm_launch, "wait_until_serving", crashes)
+    with pytest.raises(vllm_launch.VllmLaunchError) as raised:
+        host.converge(wait=True)
+    assert raised.value.message.startswith("vLLM exited while starting")
+    assert "systemd restarts it up to 3 times within 600 s" in raised.value.message
+    assert raised.value.result["journal"] == "CUDA out of memory"
+    assert raised.value.result["changed"] is True and raised.value.result["status"]["active_state"] == "active"
 
 
 def test_diff_masks_the_environment_file(host):

@@ -29,6 +29,7 @@ import shutil
 import time
 import zlib
 
+from ansible_collections.llmserve.aws.plugins.module_utils._atomic_file import write_atomically
 from ansible_collections.llmserve.aws.plugins.module_utils._model_sync import manifest as mm
 
 try:
@@ -180,16 +181,6 @@ def _fsync_dir(path):
         os.close(fd)
 
 
-def _write_atomic(path, text, durable=True):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        if durable:
-            handle.flush()
-            os.fsync(handle.fileno())
-    os.rename(tmp, path)
-
-
 class ModelStore(object):
     def __init__(self, dest):
         self.dest = os.path.abspath(dest)
@@ -335,7 +326,7 @@ class ModelStore(object):
                 except OSError:
                     pass  # not empty
         # Rewrite the journal with only what still holds, so it does not grow across runs.
-        _write_atomic(
+        write_atomically(
             self.journal,
             "".join(
                 json.dumps(dict(rel=rel, etag=remote[rel]["etag"], size=remote[rel]["size"], **info), sort_keys=True)
@@ -378,7 +369,7 @@ class ModelStore(object):
         changed in place; prune() removes the old one after the switch.
         """
         version = manifest["version"]
-        _write_atomic(os.path.join(self.staging, mm.MANIFEST_NAME), mm.dump_manifest(manifest))
+        write_atomically(os.path.join(self.staging, mm.MANIFEST_NAME), mm.dump_manifest(manifest))
         os.makedirs(self.versions, exist_ok=True)
         name = version
         if name == self._current_name():
@@ -449,6 +440,6 @@ class ModelStore(object):
         record = dict(record, updated=time.time())
         try:
             # Readers only need a whole record (the rename); a crash loses nothing worth an fsync every second.
-            _write_atomic(self.progress_path, json.dumps(record, sort_keys=True), durable=False)
+            write_atomically(self.progress_path, json.dumps(record, sort_keys=True), durable=False)
         except (IOError, OSError):
             pass  # progress is informative; never fail a sync over it
