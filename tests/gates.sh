@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make test`: run every gate even when an earlier one fails, so one run shows every failure, then print one
-# summary line. Gates whose tests write junit reports (pytest, molecule's verifiers) count the test cases; lint
+# summary line. Gates whose tests write junit reports (pytest, molecule's verifiers) count the test cases; lint,
 # sanity and galaxy-import count as one each, and so does a scenario that fails before its verifier.
 set -uo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -8,8 +8,10 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cache="${LLMSERVE_CACHE:-$HOME/.cache/llmserve-aws}"
 venv="$("$repo/tests/bench/galaxy_importer_venv.sh" | tail -n 1)"
 
-# Outside the checkout, one per run: the importer writes importer_result.json into its working folder.
-mkdir -p "$cache/galaxy-import"
+# Outside the checkout, one per run: the importer writes importer_result.json into its working folder. Its HOME
+# (ansible-lint's and ansible-doc's caches under ~/.ansible) is kept between runs: a warm one saves seconds.
+home="$cache/galaxy-import/home"
+mkdir -p "$home"
 work="$(mktemp -d "$cache/galaxy-import/run.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 
@@ -33,7 +35,7 @@ echo "galaxy-importer $("$venv/bin/python" -c 'import importlib.metadata as m; p
 # The importer calls ansible-doc, ansible-lint and flake8 by name: its venv's, not the control venv's.
 rc=0
 (cd "$work" && env PATH="$venv/bin:$PATH" GALAXY_IMPORTER_CONFIG="$repo/tests/galaxy/galaxy-importer.cfg" \
-  PYTHONPATH="$work/dependencies" HOME="$work" "$venv/bin/python" -m galaxy_importer.main "$tarball") >"$work/import.log" 2>&1 || rc=$?
+  PYTHONPATH="$work/dependencies" HOME="$home" "$venv/bin/python" -m galaxy_importer.main "$tarball") >"$work/import.log" 2>&1 || rc=$?
 
 # galaxy-importer 0.4.44 hands flake8 the YAML documentation of filter and test plugins (plugins/filter/<name>.yml,
 # the file ansible-doc names for the filter) as if it were Python; E999 there says nothing about the collection.
