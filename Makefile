@@ -122,6 +122,10 @@ test: venv ## every gate: lint, sanity, unit, integration, molecule; ends with "
 build: venv ## the collection tarball (ansible-galaxy collection build)
 	ansible-galaxy collection build --force --output-path .build
 
+.PHONY: galaxy-import
+galaxy-import: venv ## Galaxy's import checks (galaxy-importer, offline, flake8 on) on a freshly built tarball
+	tests/galaxy/import.sh
+
 .PHONY: clean
 clean: ## remove what this checkout made (not the shared cache)
 	rm -rf .venv .collections .build .ansible tests/output .pytest_cache

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make test`: run every gate even when an earlier one fails, so one run shows every failure, then print one
-# summary line. Gates whose tests write junit reports (pytest, molecule's verifiers) count the test cases; lint
-# and sanity count as one each, and so does a scenario that fails before its verifier.
+# summary line. Gates whose tests write junit reports (pytest, molecule's verifiers) count the test cases; lint,
+# sanity and galaxy-import count as one each, and so does a scenario that fails before its verifier.
 set -uo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo" || exit 1
@@ -62,6 +62,7 @@ gate() {  # gate NAME make-target [make args...]
 
 gate lint lint
 gate sanity sanity
+gate galaxy-import galaxy-import
 gate unit unit
 gate integration integration
 for scenario in $(make --no-print-directory -s print-molecule-scenarios); do

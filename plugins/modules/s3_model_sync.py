@@ -204,6 +204,11 @@ timings:
 
 import os
 
+try:
+    import botocore
+except ImportError:
+    pass  # AnsibleAWSModule fails naming the missing SDK
+
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 from ansible_collections.llmserve.aws.plugins.module_utils._model_sync import manifest as mm
 from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.module import require_at_least_one
@@ -273,10 +278,16 @@ def main():
     def make_client():
         return module.client("s3")
 
-    engine = choose_engine(module, make_client)
-    # The client is built only when needed (HeadObject, or listing when s5cmd cannot): see S3Source.
-    source = S3Source(make_client, bucket, prefix, module.params["exclude"], lister=getattr(engine, "list_objects", None))
-    run_sync_module(module, source, engine, (S3SyncError,), source="s3://%s/%s" % (bucket, prefix))
+    # S3SyncError already names the IAM action to grant; any other AWS error goes through fail_json_aws, which
+    # returns AWS's error code and request id (and the SDK versions) instead of a traceback.
+    try:
+        engine = choose_engine(module, make_client)
+        # The client is built only when needed (HeadObject, or listing when s5cmd cannot): see S3Source.
+        source = S3Source(make_client, bucket, prefix, module.params["exclude"],
+                          lister=getattr(engine, "list_objects", None))
+        run_sync_module(module, source, engine, (S3SyncError,), source="s3://%s/%s" % (bucket, prefix))
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+        module.fail_json_aws(error, msg="model sync from s3://%s/%s failed" % (bucket, prefix))
 
 
 if __name__ == "__main__":

@@ -192,7 +192,7 @@ def test_execution_environment_uses_schema_version_3():
     assert set(EE["images"]) == {"base_image"}
     assert EE["images"]["base_image"]["name"]
     assert set(EE["dependencies"]["python_interpreter"]) == {"package_system", "python_path"}
-    for file_option in ("galaxy", "python", "system"):
+    for file_option in ("galaxy", "python"):
         assert (REPO_ROOT / EE["dependencies"][file_option]).is_file(), file_option
 
 
@@ -210,7 +210,10 @@ def test_execution_environment_collections():
     by_name = {entry["name"]: entry for entry in requirements}
     for name, version_range in GALAXY["dependencies"].items():
         assert by_name[name]["version"] == version_range, f"{name} differs from galaxy.yml"
-    assert {"amazon.aws", "community.aws", "ansible.posix", "community.docker"} <= set(by_name)
+    assert {"amazon.aws", "community.aws", "community.docker"} <= set(by_name)
+    # Nothing in the collection uses ansible.posix (model_sync mounts the instance store with its own systemd
+    # mount unit); a dependency that nothing uses only costs installs.
+    assert "ansible.posix" not in GALAXY["dependencies"] and "ansible.posix" not in by_name
 
 
 def test_execution_environment_installs_this_checkouts_collection():
@@ -230,3 +233,55 @@ def test_no_root_requirements_file_for_awx_project_sync_to_pick_up():
     # AWX's project sync installs a root requirements.yml into every job's collection path, ahead of the image.
     assert not (REPO_ROOT / "requirements.yml").exists()
     assert not (REPO_ROOT / "collections" / "requirements.yml").exists()
+
+
+# --- what the collection itself declares to ansible-builder (meta/execution-environment.yml) -------------------
+
+
+COLLECTION_EE = yaml.safe_load((REPO_ROOT / "meta" / "execution-environment.yml").read_text())
+
+
+def _requirement_lines(path: Path) -> list[str]:
+    return [line.split("#", 1)[0].strip() for line in path.read_text().splitlines() if line.split("#", 1)[0].strip()]
+
+
+def test_collection_declares_its_python_and_system_requirements():
+    assert COLLECTION_EE["version"] == 1
+    assert COLLECTION_EE["dependencies"] == {"python": "requirements.txt", "system": "bindep.txt"}
+    for name in COLLECTION_EE["dependencies"].values():
+        path = REPO_ROOT / name
+        assert path.is_file(), name
+        # ansible-builder reads them from the installed collection: the tarball must hold them.
+        assert not any(fnmatch.fnmatch(name, pattern) for pattern in GALAXY["build_ignore"]), name
+
+
+def test_collection_python_requirements_hold_the_execution_environment_pins():
+    from ansible_collections.amazon.aws.plugins.module_utils import botocore as amazon_botocore
+    from packaging.requirements import Requirement
+
+    ranges = {}
+    for line in _requirement_lines(REPO_ROOT / COLLECTION_EE["dependencies"]["python"]):
+        requirement = Requirement(line)
+        ranges[requirement.name.lower()] = requirement.specifier
+    assert set(ranges) == {"boto3", "botocore"}
+    # The floors are amazon.aws's own: older SDKs are refused at run time anyway, newer floors would be untested.
+    assert ranges["boto3"].contains(amazon_botocore.MINIMUM_BOTO3_VERSION)
+    assert ranges["botocore"].contains(amazon_botocore.MINIMUM_BOTOCORE_VERSION)
+    # The repository's execution environment and the control venv run versions inside those ranges.
+    for name, version in _pins(REPO_ROOT / EE["dependencies"]["python"]).items():
+        assert name in ranges, f"{name} is pinned in the EE but not required by the collection"
+        assert ranges[name].contains(version), f"{name}=={version} (EE) is outside {ranges[name]} (requirements.txt)"
+    for name, specifier in ranges.items():
+        assert specifier.contains(DEV_PINS[name]), f"{name}=={DEV_PINS[name]} (dev.txt) is outside {specifier}"
+
+
+def test_collection_system_requirements_give_every_base_image_an_ssh_client():
+    entries = {}
+    for line in _requirement_lines(REPO_ROOT / COLLECTION_EE["dependencies"]["system"]):
+        match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9.+_-]*)(?:\s+\[([a-z0-9:_ -]+)\])?", line)
+        assert match, f"not a bindep line: {line!r}"
+        entries[match.group(1)] = set((match.group(2) or "").split())
+    # The repository's EE base image is RPM-based (UBI); Debian-based images get theirs too.
+    assert "platform:rpm" in entries["openssh-clients"]
+    assert "platform:dpkg" in entries["openssh-client"]
+    assert "system" not in EE["dependencies"], "the collection's bindep.txt is the one source of system packages"
