@@ -514,8 +514,8 @@ def ensure_files(module, paths, current, desired, check_mode):
         changed.add("environment")
     elif fix_metadata(module, paths["environment_file"], 0o600):
         changed.add("environment")
-    if (current["restart_timer_text"] != desired["restart_timer_text"]
-            or current["restart_service_text"] != desired["restart_service_text"]):
+    timer_files = ("restart_timer_text", "restart_service_text")
+    if any(current[key] != desired[key] for key in timer_files):
         changed.add("timer")
     if check_mode:
         return changed
@@ -582,8 +582,9 @@ def ensure_present(module, runner, paths, unit, current, desired, check_mode):
             (runner.enable if params["enabled"] else runner.disable)(unit)
 
     timer = os.path.basename(paths["restart_timer"])
-    if desired["restart_timer_text"] and (current["timer_status"].active_state != systemd.ACTIVE
-                                          or not current["timer_status"].enabled or "timer" in changed_files):
+    timer_status = current["timer_status"]
+    timer_stale = any((timer_status.active_state != systemd.ACTIVE, not timer_status.enabled, "timer" in changed_files))
+    if desired["restart_timer_text"] and timer_stale:
         changed = True
         if not check_mode:
             runner.enable(timer)

@@ -192,12 +192,7 @@ def plan_sync(remote, local, local_stats):
     for rel in sorted(remote):
         entry = local.get(rel)
         stat = local_stats.get(rel)
-        intact = (
-            entry is not None
-            and stat is not None
-            and stat[0] == entry.get("size")
-            and stat[1] == entry.get("mtime_ns")
-        )
+        intact = entry is not None and stat is not None and tuple(stat[:2]) == (entry.get("size"), entry.get("mtime_ns"))
         if intact and same_content(remote[rel], entry):
             unchanged.append(rel)
         else:

@@ -311,12 +311,8 @@ class ModelStore(object):
                     os.unlink(path)
                     continue
                 record = journal.get(rel)
-                if (
-                    record
-                    and record.get("etag") == entry["etag"]
-                    and record.get("size") == entry["size"]
-                    and record.get("mtime_ns") == st.st_mtime_ns
-                ):
+                recorded = record and (record.get("etag"), record.get("size"), record.get("mtime_ns"))
+                if recorded == (entry["etag"], entry["size"], st.st_mtime_ns):
                     verified[rel] = {"method": record["method"], "mtime_ns": st.st_mtime_ns}
                 else:
                     to_verify.append(rel)
@@ -329,8 +325,7 @@ class ModelStore(object):
         write_atomically(
             self.journal,
             "".join(
-                json.dumps(dict(rel=rel, etag=remote[rel]["etag"], size=remote[rel]["size"], **info), sort_keys=True)
-                + "\n"
+                "%s\n" % json.dumps(dict(rel=rel, etag=remote[rel]["etag"], size=remote[rel]["size"], **info), sort_keys=True)
                 for rel, info in sorted(verified.items())
             ),
         )

@@ -81,8 +81,9 @@ def serve_defaults(gpu):
 
 def activation_bytes(model, tensor_parallel_size, gpu, precision):
     defaults = serve_defaults(gpu)
-    per_token = (ACTIVATION_INTERMEDIATE_FACTOR * model["intermediate_size"] / tensor_parallel_size
-                 + ACTIVATION_HIDDEN_FACTOR * model["hidden_size"]) * precision["activation_bytes"]
+    intermediate = ACTIVATION_INTERMEDIATE_FACTOR * model["intermediate_size"] / tensor_parallel_size
+    hidden = ACTIVATION_HIDDEN_FACTOR * model["hidden_size"]
+    per_token = (intermediate + hidden) * precision["activation_bytes"]
     sampler = defaults["max_num_seqs"] * model["vocab_size"] * 4 * SAMPLER_FP32_COPIES
     return defaults["max_num_batched_tokens"] * per_token + sampler
 
