@@ -306,6 +306,16 @@ def _parse_quantization_config(config):
         return {"method": method, "bits": bits, "group_size": group if group > 0 else DEFAULT_QUANT_GROUP_SIZE}
     if method == "fp8":
         return {"method": "fp8", "bits": 8, "group_size": None}
+    # The FP8 formats 405B is served in: Meta's own checkpoint (fbgemm_fp8) and NVIDIA ModelOpt's; vLLM takes the
+    # checkpoint's method as --quantization.
+    if method == "fbgemm_fp8":
+        return {"method": "fp8", "bits": 8, "group_size": None, "vllm_method": "fbgemm_fp8"}
+    if method == "modelopt":
+        algorithm = str(config.get("quant_algo", "")).upper()
+        if "FP8" in algorithm:
+            return {"method": "fp8", "bits": 8, "group_size": None, "vllm_method": "modelopt"}
+        raise SizingError("model_config: ModelOpt quant_algo %r is not supported by this planner (FP8 is)"
+                          % (config.get("quant_algo"),))
     if method == "compressed-tensors":
         weights = {}
         for group in (config.get("config_groups") or {}).values():
@@ -321,7 +331,7 @@ def _parse_quantization_config(config):
         raise SizingError("model_config: compressed-tensors weights of type %s, %s bits are not supported by this "
                           "planner (int4, int8 and float8 are)" % (kind, bits or "unknown"))
     raise SizingError("model_config: quantization_config quant_method %r is not supported by this planner "
-                      "(awq, gptq, fp8, compressed-tensors are)" % (method or None,))
+                      "(awq, gptq, fp8, fbgemm_fp8, compressed-tensors, modelopt FP8 are)" % (method or None,))
 
 
 def parse_hf_config(config, source="config.json"):

@@ -138,6 +138,24 @@ def is_local_model(model):
     return model.startswith("/")
 
 
+# The first line of every file vllm_launch writes: files without it belong to someone else (an admin's unit,
+# a vendor unit of the same name) and are neither overwritten nor removed unless force is set.
+MANAGED_MARK = "# Managed by llmserve.aws.vllm_launch"
+
+
+def is_managed(text):
+    return text is not None and text.startswith(MANAGED_MARK)
+
+
+def foreign_files(paths, texts, fragment_path=None):
+    """Paths this module would overwrite or remove that it did not write: texts maps path -> content (None when
+    absent); fragment_path is where systemd loaded the unit from (a vendor unit under /lib or /usr/lib)."""
+    foreign = [path for path, text in sorted(texts.items()) if text is not None and not is_managed(text)]
+    if fragment_path and fragment_path != paths["unit"] and fragment_path not in foreign:
+        foreign.append(fragment_path)
+    return foreign
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Validation (before anything is written)
 
@@ -307,6 +325,31 @@ def model_quantization(config):
     return None
 
 
+def checkpoint_fp8_method(config):
+    """The checkpoint's own vLLM method when its weights are FP8 (Meta's fbgemm_fp8, llm-compressor's float8
+    compressed-tensors, NVIDIA ModelOpt FP8, vLLM's fp8), else None."""
+    method = model_quantization(config)
+    section = config.get("quantization_config") or config.get("compression_config") or {}
+    if method in ("fp8", "fbgemm_fp8"):
+        return method
+    if method == "modelopt" and "FP8" in str(section.get("quant_algo", "")).upper():
+        return method
+    if method == "compressed-tensors":
+        for group in (section.get("config_groups") or {}).values():
+            weights = (group or {}).get("weights") or {}
+            if weights.get("type") == "float" and weights.get("num_bits") == 8:
+                return method
+    return None
+
+
+def effective_quantization(config, requested):
+    """The --quantization vLLM needs: quantization=fp8 on an FP8 checkpoint of another format means that format
+    (vLLM refuses --quantization fp8 when config.json names fbgemm_fp8, compressed-tensors or modelopt)."""
+    if requested and requested.lower() == "fp8" and config is not None:
+        return checkpoint_fp8_method(config) or requested
+    return requested
+
+
 def quantization_family(method):
     """The checkpoint format a vLLM quantization method reads (awq_marlin -> awq); '-' and '_' alike."""
     normalized = method.lower().replace("-", "_")
@@ -344,7 +387,7 @@ def _divisors(number):
 def validate_model_config(config, params):
     """Errors where the options contradict the model's config.json (a dict), as a list of messages."""
     errors = []
-    requested = params.get("quantization")
+    requested = effective_quantization(config, params.get("quantization"))
     if requested and requested.lower() != "none":
         checkpoint = model_quantization(config)
         if checkpoint is None:
@@ -519,20 +562,23 @@ def parse_environment_file(text):
 
 
 def masked_environment_file(text, other_text=None):
-    """An environment file for the diff: names kept, values masked; values differing from other_text say so."""
+    """An environment file for the diff, masked whole: only this module's header and variable names are kept;
+    values are masked (those differing from other_text say so), and any other line is masked entirely."""
     if text is None:
         return None
     other = parse_environment_file(other_text) if other_text is not None else None
     lines = []
     for line in text.splitlines():
-        if line.startswith("#") or "=" not in line:
+        key, separator, value = line.partition("=")
+        if line.startswith(MANAGED_MARK) and line == text.splitlines()[0]:
             lines.append(line)
-            continue
-        key, _separator, value = line.partition("=")
-        marker = SECRET_MASK
-        if other is not None and other.get(key.strip()) != value:
-            marker = SECRET_MASK + " (changed)"
-        lines.append("%s=%s" % (key, marker))
+        elif separator and grammar.environment_name("key", key.strip()) is None:
+            marker = SECRET_MASK
+            if other is not None and other.get(key.strip()) != value:
+                marker = SECRET_MASK + " (changed)"
+            lines.append("%s=%s" % (key.strip(), marker))
+        else:
+            lines.append(SECRET_MASK)
     return "\n".join(lines) + "\n"
 
 
