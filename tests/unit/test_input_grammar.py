@@ -47,8 +47,8 @@ def test_valid_values_pass(option, value):
     (["--conf", "/tmp/f.yaml"], "--config"), (["--max_model_len=100000"], "--max-model-len"),
     (["--max-model"], "--max-model-len"), (["--tensor_parallel_size", "4"], "--tensor-parallel-size"),
     (["-tp=4"], "--tensor-parallel-size"), (["-t", "4"], "--tensor-parallel-size"), (["-qfp8"], "--quantization"),
-    (["-q=awq"], "--quantization"), (["--quantization=awq"], "--quantization"), (["--served_model_name", "x"],
-                                                                               "--served-model-name"),
+    (["-q=awq"], "--quantization"), (["--quantization=awq"], "--quantization"),
+    (["--served_model_name", "x"], "--served-model-name"),
     (["--host=0.0.0.0"], "--host"), (["--PORT"], None), (["--model.x=1"], "--model"),
 ])
 def test_extra_args_refusal_holds_for_every_spelling(arguments, flag):
