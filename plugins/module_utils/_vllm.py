@@ -164,11 +164,14 @@ def extra_args_flag(argument):
     """The canonical flag an extra_args word means to vLLM's parser, or None when it is a value.
 
     vLLM's FlexibleArgumentParser turns '_' into '-' in long flags (up to the first '.'), takes --flag=value,
-    and argparse accepts any unambiguous prefix of a long flag (allow_abbrev) and -q VALUE / -qVALUE for one-letter
-    short flags. A word that is a prefix of a managed or refused flag is returned as that flag (the safe reading).
+    and argparse accepts any unambiguous prefix of a long flag (allow_abbrev), --no-<flag> for boolean flags, and
+    -q VALUE / -qVALUE for one-letter short flags (checked against vLLM 0.32's parser on the bench). A word that is a prefix of a managed or refused flag is returned as that flag (the safe reading).
     """
     if argument.startswith("--") and len(argument) > 2:
         name = "--" + argument[2:].split("=", 1)[0].split(".", 1)[0].replace("_", "-")
+        # Boolean flags also take a --no-<flag> form (argparse.BooleanOptionalAction): --no-enforce-eager.
+        if name.startswith("--no-") and len(name) > 5:
+            name = "--" + name[5:]
         for flag in sorted(MANAGED_FLAGS) + sorted(REFUSED_FLAGS):
             if flag == name or (len(name) > 3 and flag.startswith(name)):
                 return flag
