@@ -165,7 +165,8 @@ def extra_args_flag(argument):
 
     vLLM's FlexibleArgumentParser turns '_' into '-' in long flags (up to the first '.'), takes --flag=value,
     and argparse accepts any unambiguous prefix of a long flag (allow_abbrev), --no-<flag> for boolean flags, and
-    -q VALUE / -qVALUE for one-letter short flags (checked against vLLM 0.32's parser on the bench). A word that is a prefix of a managed or refused flag is returned as that flag (the safe reading).
+    -q VALUE / -qVALUE for one-letter short flags (checked against vLLM 0.32's parser on the bench). A word that
+    is a prefix of a managed or refused flag is returned as that flag (the safe reading).
     """
     if argument.startswith("--") and len(argument) > 2:
         name = "--" + argument[2:].split("=", 1)[0].split(".", 1)[0].replace("_", "-")

@@ -49,7 +49,8 @@ def test_valid_values_pass(option, value):
     (["-tp=4"], "--tensor-parallel-size"), (["-t", "4"], "--tensor-parallel-size"), (["-qfp8"], "--quantization"),
     (["-q=awq"], "--quantization"), (["--quantization=awq"], "--quantization"),
     (["--served_model_name", "x"], "--served-model-name"),
-    (["--host=0.0.0.0"], "--host"), (["--no-enforce-eager"], "--enforce-eager"), (["--no_enforce_eager"], "--enforce-eager"), (["--PORT"], None), (["--model.x=1"], "--model"),
+    (["--host=0.0.0.0"], "--host"), (["--no-enforce-eager"], "--enforce-eager"),
+    (["--no_enforce_eager"], "--enforce-eager"), (["--PORT"], None), (["--model.x=1"], "--model"),
 ])
 def test_extra_args_refusal_holds_for_every_spelling(arguments, flag):
     errors = vllm.validate_params(params(extra_args=arguments))
