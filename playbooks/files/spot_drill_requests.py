@@ -7,8 +7,9 @@ once every stream has its first chunk, touches --ready-file and (bench) POSTs th
 emulator's control API at --inject-url itself, so that the notice lands while all N are in flight whatever the
 latency of the play. Writes a JSON report to --out: completed (ended with [DONE], HTTP 200, no in-band error
 chunk), failed, notice_at, in_flight_at_notice (requests that had not ended when the notice was sent), and per
-request its chunk count, finish reasons and end time (epoch seconds). The API key, if vLLM wants one, comes from
-the environment variable LLMSERVE_DRILL_API_KEY.
+request its chunk count, finish reasons and end time (epoch seconds). The API key, if vLLM wants one, is read
+from the 0600 file --api-key-file names: never from the command line or the environment, which Ansible puts on
+the remote shell's command line (visible in ps and at -vvv).
 """
 
 import argparse
@@ -22,11 +23,18 @@ import urllib.parse
 import urllib.request
 
 
+def read_api_key(path):
+    if not path:
+        return ""
+    with open(path) as handle:
+        return handle.read().strip()
+
+
 def stream_one(index, args, first_chunk, result):
     parts = urllib.parse.urlsplit(args.url)
     headers = {"Content-Type": "application/json"}
-    if os.environ.get("LLMSERVE_DRILL_API_KEY"):
-        headers["Authorization"] = "Bearer " + os.environ["LLMSERVE_DRILL_API_KEY"]
+    if args.api_key:
+        headers["Authorization"] = "Bearer " + args.api_key
     body = json.dumps(
         {
             "model": args.model,
@@ -80,7 +88,9 @@ def main(argv=None):
     parser.add_argument("--out", required=True)
     parser.add_argument("--inject-url", default="", help="bench: the emulator's /_emulator/spot-action")
     parser.add_argument("--notice-seconds", type=int, default=120)
+    parser.add_argument("--api-key-file", default="", help="a file holding vLLM's API key (an empty file: no key)")
     args = parser.parse_args(argv)
+    args.api_key = read_api_key(args.api_key_file)
 
     results = [{} for _index in range(args.count)]
     first_chunks = [threading.Event() for _index in range(args.count)]

@@ -17,6 +17,8 @@ __metaclass__ = type
 import json
 import re
 
+from ansible_collections.llmserve.aws.plugins.module_utils import _validate as grammar
+
 INSTANCE_STORE_MODEL = "Amazon EC2 NVMe Instance Storage"
 BY_ID_PREFIX = "nvme-Amazon_EC2_NVMe_Instance_Storage_"
 LSBLK_COLUMNS = "NAME,MODEL,SERIAL,SIZE,TYPE,FSTYPE,LABEL,UUID,MOUNTPOINT"
@@ -28,6 +30,44 @@ RAID_MEMBER = "linux_raid_member"
 
 class InstanceStoreError(ValueError):
     """Output that cannot be trusted, or devices that must not be touched."""
+
+
+# Folders a blank filesystem must never be mounted over (it would hide the system), and trees below which a mount
+# of model weights has no business.
+SYSTEM_FOLDERS = ("/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32",
+                  "/opt", "/proc", "/root", "/run", "/sbin", "/sys", "/tmp", "/usr", "/var",
+                  "/var/lib", "/var/log", "/var/tmp", "/var/cache")
+SYSTEM_TREES = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/run", "/sbin", "/sys", "/usr")
+_LABEL = re.compile(r"[A-Za-z0-9_-]{1,16}")
+_RAID_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
+
+
+def validate_options(params):
+    """Errors in instance_store's options (each names the option), before any device is touched."""
+    errors = []
+    mount_point = params.get("mount_point")
+    if mount_point is not None:
+        error = grammar.absolute_path("mount_point", mount_point)
+        normalized = "/" + mount_point.strip("/")
+        if error is None and normalized in SYSTEM_FOLDERS:
+            error = ("mount_point %s is a system folder: mounting a blank filesystem there hides what the system "
+                     "needs; use a folder of its own such as /mnt/models" % mount_point)
+        elif error is None and normalized.startswith(tuple(tree + "/" for tree in SYSTEM_TREES)):
+            error = "mount_point %s is inside a system tree; use a folder of its own such as /mnt/models" % mount_point
+        errors.append(error)
+    errors.append(grammar.control_character("label", params.get("label")))
+    if not errors[-1] and not _LABEL.fullmatch(params.get("label") or ""):
+        errors.append("label %r must be 1 to 16 letters, digits, '_' or '-'" % params.get("label"))
+    if grammar.control_character("raid_name", params.get("raid_name")) or not _RAID_NAME.fullmatch(
+            params.get("raid_name") or ""):
+        errors.append("raid_name %r must be 1 to 32 letters, digits, '_' or '-' (it names /dev/md/<raid_name>)"
+                      % params.get("raid_name"))
+    for device in params.get("devices") or []:
+        error = grammar.absolute_path("devices item", device)
+        if error is None and not device.startswith("/dev/"):
+            error = "devices item %r must be a device path under /dev" % device
+        errors.append(error)
+    return [error for error in errors if error]
 
 
 def _clean(value):

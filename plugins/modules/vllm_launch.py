@@ -57,9 +57,19 @@ options:
       - V(restarted) always restarts it. V(stopped) writes the configuration and stops the service, draining
         in-flight requests.
       - V(absent) stops and disables the service and removes its unit, environment file and timer.
+      - The module overwrites or removes only files it wrote (their first line says so). It fails on a unit or
+        environment file of the same name that someone else wrote, or on a unit systemd loads from elsewhere
+        (a vendor unit such as C(sshd)), unless O(force=true).
     type: str
     choices: [started, stopped, restarted, absent]
     default: started
+  force:
+    description:
+      - Overwrite or remove a unit, environment file or timer of this O(name) that this module did not write, and
+        stop and disable a service of this name that systemd loads from another unit file.
+      - Without it the module fails naming those files, and changes nothing.
+    type: bool
+    default: false
   enabled:
     description:
       - Whether the service starts at boot.
@@ -111,6 +121,9 @@ options:
       - vLLM's C(--quantization), for example V(awq), V(gptq), V(fp8), V(awq_marlin). V(none) or omitting it
         renders no flag, so vLLM reads the method from the checkpoint.
       - Any method other than V(fp8), V(bitsandbytes) and V(experts_int8) needs a checkpoint made with it.
+      - It must be one of vLLM's own method names. V(fp8) with a local FP8 checkpoint of another format (Meta's
+        V(fbgemm_fp8), llm-compressor's V(compressed-tensors), NVIDIA's V(modelopt)) renders that format's name,
+        which is the flag vLLM accepts for it.
     type: str
   dtype:
     description:
@@ -565,9 +578,24 @@ def ensure_running(runner, unit, status, restart):
     return runner.status(unit)
 
 
+def refuse_foreign(module, paths, current):
+    """Fail, before any change, when this name belongs to files or a unit this module did not write."""
+    if module.params.get("force"):
+        return
+    texts = {paths["unit"]: current["unit_text"], paths["environment_file"]: current["environment_text"],
+             paths["restart_timer"]: current["restart_timer_text"],
+             paths["restart_service"]: current["restart_service_text"]}
+    fragment = current["status"].properties.get("FragmentPath") if current["status"].exists else None
+    foreign = vllm.foreign_files(paths, texts, fragment)
+    if foreign:
+        raise VllmLaunchError("name=%s belongs to files this module did not write (%s): choose another name, or set "
+                              "force=true to take them over" % (module.params["name"], ", ".join(foreign)))
+
+
 def ensure_present(module, runner, paths, unit, current, desired, check_mode):
     """Files, daemon-reload, enablement, and start/stop per state. Returns (changed, restarted, baseline)."""
     params = module.params
+    refuse_foreign(module, paths, current)
     state = params["state"]
     changed_files = ensure_files(module, paths, current, desired, check_mode)
     changed = bool(changed_files)
@@ -613,12 +641,13 @@ def ensure_present(module, runner, paths, unit, current, desired, check_mode):
     return changed, restarted, baseline
 
 
-def ensure_absent(runner, paths, unit, current, check_mode):
+def ensure_absent(module, runner, paths, unit, current, check_mode):
     present = [path for key, path in sorted(paths.items())
                if key in ("unit", "environment_file", "restart_timer", "restart_service") and os.path.exists(path)]
     status = current["status"]
     if not present and not status.exists:
         return False
+    refuse_foreign(module, paths, current)
     if check_mode:
         return True
     timer = os.path.basename(paths["restart_timer"])
@@ -652,6 +681,12 @@ def validate(module):
     """Fail before anything is written. Prerequisites that an earlier task of the same play creates (venv, user,
     synced model) are only warnings in check mode, where that task did not really run."""
     params = module.params
+    if params["state"] == "absent":
+        # The name alone picks the files that are removed: it must not climb out of /etc/systemd/system.
+        error = vllm.grammar.unit_name("name", params["name"])
+        if error:
+            module.fail_json(msg=error)
+        return
     errors = vllm.validate_params(params)
     if errors:
         module.fail_json(msg="; ".join(errors))
@@ -672,6 +707,8 @@ def validate(module):
         errors = vllm.validate_model_config(config, params)
         if errors:
             module.fail_json(msg="; ".join(errors))
+        # An FP8 checkpoint of another format (fbgemm_fp8, compressed-tensors, modelopt) is served with its own flag.
+        params["quantization"] = vllm.effective_quantization(config, params.get("quantization"))
     if not os.access(os.path.join(params["venv"], "bin", "python"), os.X_OK):
         missing("venv %s has no bin/python: install vLLM into it first (the role llmserve.aws.vllm_service does)"
                 % params["venv"])
@@ -691,6 +728,7 @@ def validate(module):
 ARGUMENT_SPEC = dict(
     name=dict(type="str", default="vllm"),
     state=dict(type="str", default="started", choices=["started", "stopped", "restarted", "absent"]),
+    force=dict(type="bool", default=False),
     enabled=dict(type="bool", default=True),
     model=dict(type="str"),
     served_model_name=dict(type="str"),
@@ -741,7 +779,7 @@ def converge(module, runner, paths, systemctl_path):
     try:
         current = describe_service(runner, paths, unit)
         if params["state"] == "absent":
-            result["changed"] = ensure_absent(runner, paths, unit, current, check_mode)
+            result["changed"] = ensure_absent(module, runner, paths, unit, current, check_mode)
             result["status"] = (current["status"] if check_mode else runner.status(unit)).as_dict()
             if module._diff:
                 empty = {"unit_text": None, "environment_text": None, "restart_timer_text": None}
@@ -810,8 +848,7 @@ def main():
     systemctl_path = module.get_bin_path("systemctl", required=True)
     journalctl_path = module.get_bin_path("journalctl") or "journalctl"
     runner = systemd.SystemdRunner(module.run_command, systemctl_path, journalctl_path)
-    if module.params["state"] != "absent":
-        validate(module)
+    validate(module)
     try:
         result = converge(module, runner, vllm.service_paths(module.params["name"]), systemctl_path)
     except VllmLaunchError as error:

@@ -210,8 +210,14 @@ def test_check_mode_reports_the_same_and_changes_nothing(fake_case):
     (dict(pipeline_parallel_size=-1), "pipeline_parallel_size must be 1 or more, got -1"),
     (dict(min_cuda_version="twelve"), "min_cuda_version: 'twelve' is not a version like 12.4"),
     (dict(min_compute_capability="sm_90"), "min_compute_capability: 'sm_90' is not a version like 12.4"),
-    (dict(min_memory_mib=0), "min_memory_mib must be above 0, got 0"),
-    (dict(required_memory_gib=-2.5), "required_memory_gib must be above 0, got -2.5"),
+    (dict(min_memory_mib=0), "min_memory_mib must be a number above 0, got 0"),
+    (dict(required_memory_gib=-2.5), "required_memory_gib must be a number above 0, got -2.5"),
+    (dict(required_memory_gib=float("nan")), "required_memory_gib must be a number above 0, got nan"),
+    (dict(required_memory_gib=float("inf")), "required_memory_gib must be a number above 0, got inf"),
+    (dict(cuda_visible_devices="0,1\n--query-gpu=x"), "cuda_visible_devices"),
+    (dict(cuda_visible_devices="0 --format=csv"), "cuda_visible_devices"),
+    (dict(nvidia_smi_path="bin/nvidia-smi"), "nvidia_smi_path must be an absolute path"),
+    (dict(nvidia_smi_path="/usr/bin/../../tmp/nvidia-smi"), "nvidia_smi_path must not contain '.' or '..'"),
 ])
 def test_bad_arguments_fail_before_running_anything(fake_case, args, message):
     log = fake_case("a10g_single")

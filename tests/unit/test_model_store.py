@@ -183,3 +183,15 @@ def test_empty_and_tiny_files_are_verified(tmp_path):
         md5 = hashlib.md5(data).hexdigest()
         spec = mm.choose_verification(entry(data, etag=md5), set())
         assert store_mod.verify_file(str(path), "f.bin", entry(data, etag=md5), spec) == mm.METHOD_MD5
+
+
+@pytest.mark.parametrize("foreign", ["notes", "backup-2026", "0" * 64])
+def test_prune_removes_only_versions_this_collection_wrote(tmp_path, foreign):
+    store = store_mod.ModelStore(str(tmp_path / "dest"))
+    publish(store, {"a": b"1"})
+    other = Path(store.versions) / foreign
+    other.mkdir()
+    (other / "keep.txt").write_text("an admin's file")
+    publish(store, {"a": b"2"})
+    assert len(store.prune(keep=1)) == 1
+    assert (other / "keep.txt").read_text() == "an admin's file"

@@ -556,7 +556,7 @@ def test_default_precision_follows_the_checkpoint():
     ({"instance_types": ["g5.xlarge", "m5.large"]}, "instance type(s) m5.large not in the catalog"),
     ({"price_overrides": {"p5e.48xlarge": 0}}, "price_overrides[p5e.48xlarge] must be a positive"),
     ({"pricing": "savings_plan"}, "pricing=savings_plan is not one of"),
-    ({"api_price_per_mtok": -1}, "api_price_per_mtok must be positive"),
+    ({"api_price_per_mtok": -1}, "api_price_per_mtok must be a positive number"),
 ])
 def test_bad_requests_name_the_parameter(request_options, message):
     error = nothing_fits(8, **request_options)

@@ -17,6 +17,7 @@ from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.llmserve.aws.plugins.module_utils import _systemd as systemd
+from ansible_collections.llmserve.aws.plugins.module_utils import _vllm as vllm
 from ansible_collections.llmserve.aws.plugins.modules import vllm_launch
 
 from module_harness import capture_exit
@@ -331,3 +332,48 @@ def test_missing_venv_fails_outside_check_mode(module_main, model_dir, tmp_path)
 def test_the_api_key_never_reaches_the_result(module_main, model_dir, tmp_path):
     exited = module_main(model=str(model_dir), venv=str(tmp_path), api_key="sk-secret-123", gpu_memory_utilization=2)
     assert "sk-secret-123" not in json.dumps(exited.result)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Ownership: files and units this module did not write are neither overwritten nor removed without force
+
+ADMIN_UNIT = "[Unit]\nDescription=an admin's own service\n[Service]\nExecStart=/usr/sbin/sshd -D\n"
+
+
+@pytest.mark.parametrize("state", ["started", "absent"])
+@pytest.mark.parametrize("foreign", ["unit", "environment_file", "restart_timer", "restart_service", "vendor_unit"])
+def test_foreign_files_are_left_alone_without_force(host, foreign, state):
+    if foreign == "vendor_unit":
+        # systemd loads sshd.service from /lib; no file of ours exists at all.
+        loaded = systemd.ServiceStatus({"LoadState": "loaded", "ActiveState": "active", "MainPID": "7",
+                                        "UnitFileState": "enabled", "FragmentPath": "/lib/systemd/system/sshd.service"})
+        host.status = lambda unit: loaded
+    else:
+        os.makedirs(host.paths["environment_dir"], exist_ok=True)
+        with open(host.paths[foreign], "w") as handle:
+            handle.write(ADMIN_UNIT)
+    before = {path: open(path).read() for path in host.paths.values() if os.path.isfile(path)}
+    with pytest.raises(vllm_launch.VllmLaunchError, match="force=true"):
+        host.converge(state=state)
+    assert host.calls == []
+    assert {path: open(path).read() for path in host.paths.values() if os.path.isfile(path)} == before
+    if foreign != "vendor_unit":
+        host.converge(state=state, force=True)
+        assert not os.path.exists(host.paths[foreign]) or vllm.is_managed(open(host.paths[foreign]).read())
+
+
+def test_own_files_are_still_replaced_and_removed(host):
+    host.converge(api_key="sk-1")
+    host.converge(api_key="sk-2", max_model_len=1024)
+    assert host.converge(state="absent")[0] is True
+
+
+@pytest.mark.parametrize("text", [
+    "# Managed by llmserve.aws.vllm_launch. x\nVLLM_API_KEY=\"sk-1\"\n",
+    "# Managed by llmserve.aws.vllm_launch. x\nsk-1\n",
+    "export VLLM_API_KEY=sk-1\n",
+    "# sk-1 in a comment\nVLLM_API_KEY sk-1\n",
+])
+def test_environment_file_diff_is_masked_whole(text):
+    masked = vllm.masked_environment_file(text) + vllm.masked_environment_file("A=1\n", text)
+    assert "sk-1" not in masked

@@ -83,7 +83,7 @@ def test_secrets_may_not_go_through_plain_environment():
     ({"memory_max": "lots"}, "not a systemd size"),
     ({"venv": "relative/venv"}, "absolute path"),
     ({"model": "/srv/my models/x"}, "must not contain whitespace"),
-    ({"environment": {"BAD-NAME": "1"}}, "not a valid environment variable name"),
+    ({"environment": {"BAD-NAME": "1"}}, "not an environment variable name"),
     ({"secret_environment": {"TOKEN": "a\nb"}}, "control character"),
     ({"extra_args": ["--x\n"]}, "control character"),
     ({"model": ""}, "model is required"),

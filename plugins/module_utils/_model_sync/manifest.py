@@ -23,6 +23,8 @@ import json
 import posixpath
 import re
 
+from ansible_collections.llmserve.aws.plugins.module_utils import _validate as grammar
+
 MANIFEST_NAME = ".llmserve-manifest.json"
 MANIFEST_FORMAT = 1
 VERSION_ID_LENGTH = 12
@@ -46,7 +48,7 @@ COMMON_PART_SIZES_MIB = (8, 50, 5, 16, 64, 100, 128, 256, 512)
 
 _MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
 _MULTIPART_ETAG = re.compile(r"^([0-9a-f]{32})-(\d+)$")
-_S3_URI = re.compile(r"^s3://([^/]+)/?(.*)$")
+_S3_URI = re.compile(r"s3://([^/]+)/?(.*)", re.DOTALL)
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
@@ -56,11 +58,14 @@ class ManifestError(ValueError):
 
 def parse_s3_uri(uri):
     """``s3://bucket/some/prefix`` -> ``("bucket", "some/prefix/")``; the prefix always names a folder."""
-    match = _S3_URI.match(uri or "")
+    error = grammar.control_character("source", uri)
+    if error:
+        raise ManifestError(error)
+    match = _S3_URI.fullmatch(uri or "")
     if not match:
         raise ManifestError("source %r is not an s3://bucket/prefix URI" % (uri,))
     bucket, prefix = match.group(1), match.group(2)
-    if not _BUCKET_NAME.match(bucket):
+    if not _BUCKET_NAME.fullmatch(bucket):
         raise ManifestError("source %r: %r is not a valid S3 bucket name" % (uri, bucket))
     return bucket, normalize_prefix(prefix)
 
@@ -88,6 +93,9 @@ def relative_path(key, prefix):
         raise ManifestError("key %r has an unsafe path %r inside the model folder" % (key, rel))
     if any(char in rel for char in "\x00\n\r"):
         raise ManifestError("key %r contains a NUL or line break, which no model file name needs" % (key,))
+    error = grammar.relative_path("key", rel)
+    if error:
+        raise ManifestError(error)
     if rel == MANIFEST_NAME:
         raise ManifestError("key %r clashes with the manifest this collection stores with the model" % (key,))
     return rel
@@ -143,7 +151,13 @@ def build_remote_manifest(items, prefix, exclude=()):
         if is_excluded(rel, exclude):
             continue
         manifest[rel] = entry_from_listing(item)
-    # A file and a folder of the same name cannot both exist locally.
+    refuse_file_folder_clashes(manifest, "keys %s are both a file and a folder under the prefix")
+    return manifest
+
+
+def refuse_file_folder_clashes(manifest, message):
+    """A file and a folder of the same name cannot both exist locally: fail (message takes the names) before
+    anything is downloaded."""
     folders = set()
     for rel in manifest:
         parent = posixpath.dirname(rel)
@@ -152,9 +166,7 @@ def build_remote_manifest(items, prefix, exclude=()):
             parent = posixpath.dirname(parent)
     clashes = sorted(folders.intersection(manifest))
     if clashes:
-        names = ", ".join(repr(c) for c in clashes)
-        raise ManifestError("keys %s are both a file and a folder under the prefix" % names)
-    return manifest
+        raise ManifestError(message % ", ".join(repr(c) for c in clashes))
 
 
 def same_content(remote, local):

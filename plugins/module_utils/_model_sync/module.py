@@ -10,6 +10,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+from ansible_collections.llmserve.aws.plugins.module_utils import _validate as grammar
 from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.manifest import ManifestError
 from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.store import ModelStore
 from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.store import StoreError
@@ -39,10 +40,26 @@ def sync_argument_spec(**own_options):
 
 
 def require_at_least_one(module, options):
-    """Fail, naming the option, when one of the integer options is below 1."""
+    """Fail, naming the option, when one of the integer options is below 1 or a shared option is invalid
+    (common_option_errors). Both modules call it first, before any client, engine or folder is made."""
+    errors = common_option_errors(module.params)
+    if errors:
+        module.fail_json(msg="; ".join(errors))
     for option in options:
         if module.params[option] < 1:
             module.fail_json(msg="%s must be at least 1, got %d" % (option, module.params[option]))
+
+
+def common_option_errors(params):
+    """Errors in the options both sync modules share (each names the option), before anything is written."""
+    errors = [grammar.absolute_path("dest", params["dest"], allow_root=False),
+              grammar.control_character("progress_id", params.get("progress_id"))]
+    if params["min_free_mb"] < 0:
+        errors.append("min_free_mb must not be negative, got %d: it is the space left free after the download"
+                      % params["min_free_mb"])
+    for pattern in params.get("exclude") or []:
+        errors.append(grammar.control_character("exclude item", pattern))
+    return [error for error in errors if error]
 
 
 def run_sync_module(module, model_source, engine, source_errors, **failure_facts):

@@ -30,10 +30,12 @@ from urllib.request import ProxyHandler
 from urllib.request import Request
 from urllib.request import build_opener
 
+from ansible_collections.llmserve.aws.plugins.module_utils import _validate as grammar
 from ansible_collections.llmserve.aws.plugins.module_utils._model_sync import manifest as mm
 from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.transfer import fetch_in_threads
 
-_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# A branch, tag or commit: git ref characters, no '..', no control characters or spaces (it goes into a URL).
+_REVISION = re.compile(r"[A-Za-z0-9._/-]{1,255}")
 CHUNK = 4 * 1024 * 1024
 
 
@@ -42,9 +44,20 @@ class HfError(Exception):
 
 
 def check_repo_id(repo):
-    if not _REPO_ID.match(repo or ""):
-        raise HfError("repo %r is not an org/name Hugging Face repository id" % (repo,))
+    error = grammar.hub_id("repo", repo)
+    if error:
+        raise HfError(error)
     return repo
+
+
+def check_revision(revision):
+    error = grammar.control_character("revision", revision)
+    if error is None and (not _REVISION.fullmatch(revision or "") or ".." in revision):
+        error = "revision %r is not a branch, tag or commit (letters, digits, '.', '_', '-', '/'; no '..')" % (
+            revision,)
+    if error:
+        raise HfError(error)
+    return revision
 
 
 def describe_http_error(status, repo, revision, has_token, error_code=None):
@@ -96,6 +109,7 @@ def manifest_from_model_info(info, exclude=()):
         else:
             raise HfError("the Hub listed %r without a blob id or LFS hash" % rel)
         manifest[rel] = entry
+    mm.refuse_file_folder_clashes(manifest, "paths %s are both a file and a folder in the repository")
     return commit, manifest
 
 
@@ -147,7 +161,8 @@ class HubClient(object):
 
 class HfSource(object):
     def __init__(self, client, repo, revision, exclude=()):
-        self.client, self.repo, self.revision, self.exclude = client, check_repo_id(repo), revision, list(exclude or ())
+        self.client, self.repo, self.exclude = client, check_repo_id(repo), list(exclude or ())
+        self.revision = check_revision(revision)
         self.commit = None
         self.uri = "hf://%s@%s" % (repo, revision)
 

@@ -411,10 +411,12 @@ class ModelStore(object):
         return manifest
 
     def prune(self, keep):
-        """Remove versions beyond the ``keep`` most recent; never the one ``current`` points at."""
+        """Remove versions beyond the ``keep`` most recent; never the one ``current`` points at, and never a folder
+        without this collection's manifest (someone else's: only what the module wrote is removed)."""
         current = self._current_name()
         try:
-            names = [n for n in os.listdir(self.versions) if os.path.isdir(os.path.join(self.versions, n))]
+            names = [n for n in os.listdir(self.versions) if os.path.isdir(os.path.join(self.versions, n))
+                     and os.path.isfile(os.path.join(self.versions, n, mm.MANIFEST_NAME))]
         except OSError:
             return []
         names.sort(key=lambda n: os.stat(os.path.join(self.versions, n)).st_mtime, reverse=True)

@@ -9,6 +9,7 @@ __metaclass__ = type
 
 import math
 
+from ansible_collections.llmserve.aws.plugins.module_utils import _validate as grammar
 from ansible_collections.llmserve.aws.plugins.module_utils._sizing.errors import SizingError
 
 
@@ -56,7 +57,7 @@ def _shape(name, layers, hidden, heads, kv_heads, head_dim, intermediate, vocab,
 
 def model_from_parameters(parameters_b):
     """A model spec from a parameter count alone, with the nearest reference architecture's shape (an estimate)."""
-    if parameters_b is None or parameters_b <= 0:
+    if parameters_b is None or grammar.finite_number("parameters_b", parameters_b) or parameters_b <= 0:
         raise SizingError("parameters_b must be a positive number of billions of parameters, got %r" % (parameters_b,))
     reference = min(REFERENCE_SHAPES, key=lambda row: abs(math.log(parameters_b / row[1])))
     spec = _shape(reference[0], *reference[2:])
@@ -87,6 +88,16 @@ def _parse_quantization_config(config):
         return {"method": method, "bits": bits, "group_size": group if group > 0 else DEFAULT_QUANT_GROUP_SIZE}
     if method == "fp8":
         return {"method": "fp8", "bits": 8, "group_size": None}
+    # The FP8 formats 405B is served in: Meta's own checkpoint (fbgemm_fp8) and NVIDIA ModelOpt's; vLLM takes the
+    # checkpoint's method as --quantization.
+    if method == "fbgemm_fp8":
+        return {"method": "fp8", "bits": 8, "group_size": None, "vllm_method": "fbgemm_fp8"}
+    if method == "modelopt":
+        algorithm = str(config.get("quant_algo", "")).upper()
+        if "FP8" in algorithm:
+            return {"method": "fp8", "bits": 8, "group_size": None, "vllm_method": "modelopt"}
+        raise SizingError("model_config: ModelOpt quant_algo %r is not supported by this planner (FP8 is)"
+                          % (config.get("quant_algo"),))
     if method == "compressed-tensors":
         weights = {}
         for group in (config.get("config_groups") or {}).values():
@@ -102,7 +113,7 @@ def _parse_quantization_config(config):
         raise SizingError("model_config: compressed-tensors weights of type %s, %s bits are not supported by this "
                           "planner (int4, int8 and float8 are)" % (kind, bits or "unknown"))
     raise SizingError("model_config: quantization_config quant_method %r is not supported by this planner "
-                      "(awq, gptq, fp8, compressed-tensors are)" % (method or None,))
+                      "(awq, gptq, fp8, fbgemm_fp8, compressed-tensors, modelopt FP8 are)" % (method or None,))
 
 
 def parse_hf_config(config, source="config.json"):

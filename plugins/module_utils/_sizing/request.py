@@ -7,6 +7,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+from ansible_collections.llmserve.aws.plugins.module_utils import _validate as grammar
 from ansible_collections.llmserve.aws.plugins.module_utils._sizing.catalog import CATALOG
 from ansible_collections.llmserve.aws.plugins.module_utils._sizing.catalog import PRICINGS
 from ansible_collections.llmserve.aws.plugins.module_utils._sizing.errors import SizingError
@@ -39,11 +40,11 @@ def normalize_request(request):
         if int(values[name]) < 1:
             raise SizingError("%s must be at least 1, got %s" % (name, values[name]))
         values[name] = int(values[name])
-    utilization = float(values["gpu_memory_utilization"])
-    if not 0.0 < utilization <= 1.0:
+    utilization = values["gpu_memory_utilization"]
+    if grammar.finite_number("gpu_memory_utilization", utilization) or not 0.0 < float(utilization) <= 1.0:
         raise SizingError("gpu_memory_utilization must be above 0 and at most 1 (vLLM's fraction of GPU memory), got "
                           "%s" % values["gpu_memory_utilization"])
-    values["gpu_memory_utilization"] = utilization
+    values["gpu_memory_utilization"] = float(utilization)
     if values["pricing"] not in PRICINGS:
         raise SizingError("pricing=%s is not one of %s" % (values["pricing"], ", ".join(PRICINGS)))
     if values["optimize_for"] not in OPTIMIZE_FOR:
@@ -52,8 +53,8 @@ def normalize_request(request):
     if tp is not None and (int(tp) < 1 or int(tp) & (int(tp) - 1)):
         raise SizingError("tensor_parallel_size must be a power of two (1, 2, 4, 8), got %s" % tp)
     for name in ("tokens_per_second", "api_price_per_mtok"):
-        if values[name] is not None and float(values[name]) <= 0:
-            raise SizingError("%s must be positive, got %s" % (name, values[name]))
+        if values[name] is not None:
+            values[name] = _positive_number(name, values[name], "")
     names = list(values["instance_types"] or [])
     if values["instance_type"]:
         names.append(values["instance_type"])
@@ -65,6 +66,12 @@ def normalize_request(request):
         if name not in CATALOG:
             raise SizingError("price_overrides names %s, not in the catalog; known: %s" % (
                 name, ", ".join(sorted(CATALOG))))
-        if float(price) <= 0:
-            raise SizingError("price_overrides[%s] must be a positive USD/hour, got %s" % (name, price))
+        values["price_overrides"][name] = _positive_number("price_overrides[%s]" % name, price, " USD/hour")
     return values
+
+
+def _positive_number(option, value, unit):
+    """value as a float; NaN, infinity, text and values at or below zero fail naming the option."""
+    if grammar.finite_number(option, value) or float(value) <= 0:
+        raise SizingError("%s must be a positive number%s, got %r" % (option, unit, value))
+    return float(value)
