@@ -63,6 +63,7 @@ gate() {  # gate NAME make-target [make args...]
 gate lint lint
 gate sanity sanity
 gate unit unit
+gate watcher-pythons test-watcher-pythons
 gate integration integration
 for scenario in $(make --no-print-directory -s print-molecule-scenarios); do
   gate "molecule-$scenario" molecule ROLE="$scenario"
