@@ -12,7 +12,12 @@ Installed by the llmserve.aws.spot_interruption role and run by systemd. Subcomm
               deadline minus a margin, then stop vLLM through systemd (vLLM's --shutdown-timeout finishes the
               rest), then complete the pending Auto Scaling lifecycle action. Each step is logged with a
               timestamp and recorded in the state file, so a restart mid-drain resumes where it stopped and
-              never repeats a step. Exits 3 after N identical consecutive failures so systemd restarts it.
+              never repeats a step. Every step is bounded: one that cannot finish by its bound (AWS denying,
+              throttling or not answering, /metrics unreadable) is abandoned and logged, so vLLM's stop is
+              requested by the deadline minus stop_margin_s whatever AWS, IMDS or vLLM do. AWS calls retry with
+              full-jitter backoff. A spot stop/hibernate that resumes on the same boot ends the drain. An idle
+              watcher exits 3 after N identical consecutive failures so systemd restarts it; a draining one
+              never gives up.
   register    (ExecStart of llmserve-alb-registration.service) waits for vLLM's /health to answer 200, then
               registers this instance with every target group. Refuses while a drain is on.
   deregister  (ExecStop of that unit: a planned stop of vLLM) deregisters, waits until the load balancer
@@ -1390,18 +1395,25 @@ def _discover(imds, config, deadline):
         time.sleep(config.poll_interval_s)
 
 
-def _setup(config, startup_timeout_s):
+def _setup(config, startup_timeout_s, require_credentials=True):
     imds = ImdsClient(config.imds_endpoint, config.imds_token_ttl_s, config.imds_timeout_s)
     instance_id, region = _discover(imds, config, time.monotonic() + startup_timeout_s)
     aws = Aws(config, region, config.imds_endpoint)
-    aws.warm_up()
+    try:
+        aws.warm_up()
+    except Exception as error:  # noqa: BLE001 - botocore raises several kinds while fetching credentials
+        if require_credentials:
+            raise AwsError(f"credentials: {error.__class__.__name__}: {error}") from None
+        # The daemon still watches and drains without AWS: a drain's AWS steps fail and are abandoned at their
+        # bound, and vLLM is stopped in time all the same.
+        log("aws_credentials_unavailable", error=f"{error.__class__.__name__}: {error}", action="watching anyway")
     return imds, aws, instance_id, region
 
 
 def command_watch(config):
     startup_timeout = config.poll_interval_s * config.max_identical_failures
     try:
-        imds, aws, instance_id, region = _setup(config, startup_timeout)
+        imds, aws, instance_id, region = _setup(config, startup_timeout, require_credentials=False)
     except (ImdsError, AwsError) as error:
         log("startup_failed", error=str(error))
         return EXIT_REPEATED_FAILURE
