@@ -77,7 +77,6 @@ class ExtendedMotoApp:
             return _json_reply(start_response, 400, {"error": str(error)})
         return _json_reply(start_response, 200, SETTINGS.current.as_dict())
 
-
     @staticmethod
     def _faults(environ: dict[str, Any], start_response: Callable[..., Any], method: str) -> Iterable[bytes]:
         if method == "GET":

@@ -85,15 +85,14 @@ def listed() -> list[dict[str, Any]]:
 
 def _take(action: str) -> Optional[Fault]:
     with _LOCK:
-        for fault in _FAULTS:
-            if fault.action == action:
-                fault.hits += 1
-                if fault.remaining is not None:
-                    fault.remaining -= 1
-                    if fault.remaining == 0:
-                        _FAULTS.remove(fault)
-                return fault
-    return None
+        fault = next((fault for fault in _FAULTS if fault.action == action), None)
+        if fault is not None:
+            fault.hits += 1
+            if fault.remaining is not None:
+                fault.remaining -= 1
+                if fault.remaining == 0:
+                    _FAULTS.remove(fault)
+        return fault
 
 
 def intercept(
