@@ -68,11 +68,7 @@ class ExtendedMotoApp:
         if method != "POST":
             return _json_reply(start_response, 405, {"error": "use GET or POST"})
         try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-            changes = json.loads(environ["wsgi.input"].read(length) or b"{}")
-            if not isinstance(changes, dict):
-                raise ValueError("expected a JSON object of settings")
-            SETTINGS.current.update(changes)
+            SETTINGS.current.update(_json_object(environ, "a JSON object of settings"))
         except ValueError as error:  # json.JSONDecodeError is a ValueError too
             return _json_reply(start_response, 400, {"error": str(error)})
         return _json_reply(start_response, 200, SETTINGS.current.as_dict())
@@ -87,14 +83,19 @@ class ExtendedMotoApp:
         if method != "POST":
             return _json_reply(start_response, 405, {"error": "use GET, POST or DELETE"})
         try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-            spec = json.loads(environ["wsgi.input"].read(length) or b"{}")
-            if not isinstance(spec, dict):
-                raise ValueError("expected a JSON object: action, kind, delay_s, count")
-            added = faults.add(spec)
+            added = faults.add(_json_object(environ, "a JSON object: action, kind, delay_s, count"))
         except ValueError as error:
             return _json_reply(start_response, 400, {"error": str(error)})
         return _json_reply(start_response, 200, added)
+
+
+def _json_object(environ: dict[str, Any], expected: str) -> dict[str, Any]:
+    """A control request's JSON body; ValueError when it is not JSON or not an object."""
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    body = json.loads(environ["wsgi.input"].read(length) or b"{}")
+    if not isinstance(body, dict):
+        raise ValueError(f"expected {expected}")
+    return body
 
 
 def _json_reply(start_response: Callable[..., Any], status: int, body: dict[str, Any]) -> list[bytes]:
