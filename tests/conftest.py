@@ -80,6 +80,10 @@ class LocalAws:
         """Change transition timings (see tests/bench/moto_ext/settings.py) until the next reset."""
         return self._request("POST", "/_llmserve/settings", changes)
 
+    def inject_fault(self, action: str, kind: str, **options: Any) -> dict[str, Any]:
+        """Makes an API action fail like AWS does (tests/bench/moto_ext/faults.py) until the next reset."""
+        return self._request("POST", "/_llmserve/faults", {"action": action, "kind": kind, **options})
+
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(self.endpoint_url + path, data=data, method=method)

@@ -64,6 +64,7 @@ gate lint lint
 gate sanity sanity
 gate galaxy-import galaxy-import
 gate unit unit
+gate watcher-pythons test-watcher-pythons
 gate integration integration
 for scenario in $(make --no-print-directory -s print-molecule-scenarios); do
   gate "molecule-$scenario" molecule ROLE="$scenario"

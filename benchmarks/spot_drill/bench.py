@@ -11,7 +11,15 @@ The notice is injected once every stream has its first chunk and none has ended 
 - notice -> deregistered: from the injection to the first moment moto reports the target draining (polled
   every 50 ms by playbooks/files/spot_drill_monitor.py in its own process, from outside the watcher). With
   the default 1 s poll interval the watcher sees a notice 0-1 s after it appears: expect a spread of a second.
-- seen -> deregistered: the watcher's own step (its `deregistered` event), i.e. without the poll wait.
+- notice -> read: from the injection to IMDS's first answer carrying the notice (the emulator's request log):
+  the poll wait.
+- notice -> seen: to the watcher's `notice` event (the poll wait plus reading and deciding).
+- seen -> deregistered: from the watcher's `notice` event to its `deregistered` event (the AWS call).
+
+What runs where, so that it measures the watcher and not the bench: IMDS and the ELB API answer from outside the
+instance on EC2, so their stand-ins (the emulator in its own process, moto, the stopwatch) run at the watcher's
+priority, nice -5 (the role's unit sets Nice=-5), and vLLM at nice 10 with its clients at 0. Needs root for the
+negative niceness (else everything runs at 0 and the figures say so).
 - drain: notice -> the watcher asked for vLLM to stop (every request done); with --restart-vllm, notice -> vLLM
   exited.
 
@@ -41,7 +49,6 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from tests.bench import spot_bench  # noqa: E402
-from tests.bench.imds_emulator import ImdsEmulator  # noqa: E402
 
 MOTO_SERVER = REPO / "tests" / "bench" / "moto_server.py"
 
@@ -56,9 +63,13 @@ def percentile(values, fraction):
     return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 
 
+# The role's unit runs the watcher at Nice=-5; IMDS and the ELB API are off the instance on EC2.
+PRIORITY_NICE = -5 if os.geteuid() == 0 else 0
+
+
 def start_moto(workdir: Path) -> str:
     env = dict(os.environ, LLMSERVE_MOTO_ELB_DRAIN_CAP_S="1.0", LLMSERVE_MOTO_ELB_INITIAL_S="0")
-    command = [sys.executable, str(MOTO_SERVER), "--daemon", "--quiet", "--port", "0"]
+    command = ["nice", "-n", str(PRIORITY_NICE), sys.executable, str(MOTO_SERVER), "--daemon", "--quiet", "--port", "0"]
     command += ["--port-file", str(workdir / "moto.url"), "--pid-file", str(workdir / "moto.pid")]
     command += ["--log-file", str(workdir / "moto.log")]
     output = subprocess.run(command, check=True, capture_output=True, text=True, env=env, timeout=120)
@@ -86,7 +97,8 @@ def one_round(index, args, aws_url, vllm, workdir):
     round_dir.mkdir()
     marker = round_dir / "stopped"
     stop_command = vllm.stop_command() if args.restart_vllm else ["/bin/sh", "-c", f"echo stop >> {marker}"]
-    with ImdsEmulator(instance_id=instance.instance_id, aws_endpoint_url=aws_url) as imds:
+    imds = spot_bench.ImdsEmulatorProcess(round_dir, instance.instance_id, aws_url, nice=PRIORITY_NICE)
+    try:
         config = spot_bench.watcher_config(
             imds_url=imds.url,
             aws_url=aws_url,
@@ -98,7 +110,7 @@ def one_round(index, args, aws_url, vllm, workdir):
             drain_check_interval_s=0.5,
             imds_timeout_s=2.0,
         )
-        watcher = spot_bench.WatcherProcess(round_dir, config)
+        watcher = spot_bench.WatcherProcess(round_dir, config, nice=PRIORITY_NICE)
         watcher.start()
         try:
             drill = spot_bench.run_drill(
@@ -109,15 +121,24 @@ def one_round(index, args, aws_url, vllm, workdir):
                 watcher=watcher,
                 requests=args.requests,
                 max_tokens=args.max_tokens,
+                stopwatch_nice=PRIORITY_NICE,
             )
             (deregistered,) = watcher.named("deregistered")
+            (noticed,) = watcher.named("notice")
+            requests = imds.requests()
             v1 = imds.imdsv1_requests()
         finally:
             watcher.stop()
+    finally:
+        imds.stop()
+    seen_at = spot_bench.event_epoch(noticed)
+    read_at = spot_bench.first_notice_answer(requests, drill.notice_at)
     return {
         "round": index,
         "notice_to_deregistered_s": drill.notice_to_deregistered_s,
-        "seen_to_deregistered_s": float(deregistered["since_notice_s"]),
+        "notice_to_read_s": None if read_at is None else read_at - drill.notice_at,
+        "notice_to_seen_s": seen_at - drill.notice_at,
+        "seen_to_deregistered_s": spot_bench.event_epoch(deregistered) - seen_at,
         "drain_s": drill.drain_s,
         "in_flight_at_notice": drill.in_flight_at_notice,
         "requests_completed": drill.completed,
@@ -140,6 +161,8 @@ def summarize(rounds):
 
     return {
         "notice_to_deregistered_s": stats("notice_to_deregistered_s"),
+        "notice_to_read_s": stats("notice_to_read_s"),
+        "notice_to_seen_s": stats("notice_to_seen_s"),
         "seen_to_deregistered_s": stats("seen_to_deregistered_s"),
         "drain_s": stats("drain_s"),
         "rounds_with_all_in_flight": sum(entry["in_flight_at_notice"] == entry["requests_completed"] + entry[
@@ -176,8 +199,10 @@ def main(argv=None):
             result = one_round(index, args, aws_url, vllm, workdir)
             rounds.append(result)
             log(
-                f"round {index:2d}: notice->deregistered {result['notice_to_deregistered_s']:.3f} s, "
-                f"seen->deregistered {result['seen_to_deregistered_s']:.3f} s, drain {result['drain_s']:.2f} s, "
+                f"round {index:2d}: notice->deregistered {result['notice_to_deregistered_s']:.3f} s "
+                f"(notice->seen {result['notice_to_seen_s']:.3f} s + seen->deregistered "
+                f"{result['seen_to_deregistered_s']:.3f} s), drain {result['drain_s']:.2f} s, "
+                f"load {os.getloadavg()[0]:.1f}, "
                 f"{result['in_flight_at_notice']} in flight at the notice, "
                 f"{result['requests_completed']}/{args.requests} completed ({time.monotonic() - started:.1f} s)"
             )
@@ -189,11 +214,12 @@ def main(argv=None):
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     summary = summarize(rounds)
-    print(f"load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (other work skews the timings)")
+    print(f"load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (other work skews the timings); "
+          f"watcher, IMDS emulator and moto at nice {PRIORITY_NICE}, vLLM at nice 10")
     print(f"spot drill x{len(rounds)}: {args.requests} streams x {args.max_tokens} tokens, "
           f"poll interval {args.poll_interval} s, vLLM {'restarted' if args.restart_vllm else 'kept'} per round")
     print(f"{'':26}{'p50':>8}{'p95':>8}{'max':>8}")
-    for key in ("notice_to_deregistered_s", "seen_to_deregistered_s", "drain_s"):
+    for key in ("notice_to_deregistered_s", "notice_to_read_s", "notice_to_seen_s", "seen_to_deregistered_s", "drain_s"):
         row = summary[key]
         print(f"{key:26}{row['p50']:8.3f}{row['p95']:8.3f}{row['max']:8.3f}")
     print(

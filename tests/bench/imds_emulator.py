@@ -65,6 +65,9 @@ Where it differs from EC2 (on purpose)
 * Only the ``latest`` version is served; ``/`` lists ``latest``.
 * No user-data, no signatures (pkcs7/rsa2048/signature) of the identity document.
 * Faults and the control API below.
+* ``fresh_notice_times`` (off by default; real IMDS keeps a notice's time): re-stamps the spot notice's ``time``
+  (now + the seconds it was set with) and the rebalance ``noticeTime`` (now) on every read, as AWS's own IMDS mock
+  (amazon-ec2-metadata-mock) and some caching proxies do, so a client's notice identity can be tested.
 
 Control API (not part of IMDS; no token needed; JSON bodies; answers are JSON)
 ------------------------------------------------------------------------------
@@ -81,6 +84,7 @@ Control API (not part of IMDS; no token needed; JSON bodies; answers are JSON)
   Faults apply after IMDS's own checks pass (a valid token, a valid TTL header), so they model a reachable
   path answering badly, and IMDS's own rules stay testable under faults. ``DELETE /_emulator/faults`` clears.
 * ``POST /_emulator/max-token-ttl`` ``{"seconds": 2}``; ``POST /_emulator/expire-tokens``.
+* ``POST /_emulator/fresh-notice-times`` ``{"enabled": true}``: see ``fresh_notice_times`` above.
 * ``POST /_emulator/metadata`` ``{"key": "instance-life-cycle", "value": "spot"}`` sets a meta-data leaf
   (``"value": null`` removes it).
 * ``POST /_emulator/sync-from-aws`` ``{"instance_id": "i-..."}``: see below.
@@ -158,17 +162,17 @@ _ERROR_PAGE = (
 
 
 def utc_now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
+    return datetime.datetime.now(datetime.timezone.utc)
 
 
 def format_rfc3339(moment: datetime.datetime) -> str:
     """IMDS's notice time: seconds precision, UTC, ``Z``."""
-    return moment.astimezone(datetime.UTC).strftime(RFC3339_FORMAT)
+    return moment.astimezone(datetime.timezone.utc).strftime(RFC3339_FORMAT)
 
 
 def format_scheduled_event_time(moment: datetime.datetime) -> str:
     """Go layout "2 Jan 2006 15:04:05 GMT", as scheduled events carry it."""
-    moment = moment.astimezone(datetime.UTC)
+    moment = moment.astimezone(datetime.timezone.utc)
     return f"{moment.day} {_MONTHS[moment.month - 1]} {moment.year} {moment:%H:%M:%S} GMT"
 
 
@@ -296,6 +300,8 @@ class ImdsEmulator:
         self._max_token_ttl = self._checked_max_ttl(max_token_ttl)
         self._extra_metadata: dict[str, str | None] = {}
         self._spot_action: dict | None = None
+        self._spot_in_seconds = 120.0
+        self._fresh_notice_times = False
         self._rebalance: dict | None = None
         self._scheduled_events: list = []
         self._lifecycle_state: str | None = None
@@ -365,6 +371,7 @@ class ImdsEmulator:
         notice = {"action": action, "time": format_rfc3339(utc_now() + datetime.timedelta(seconds=in_seconds))}
         with self._lock:
             self._spot_action = notice
+            self._spot_in_seconds = in_seconds
         return notice
 
     def set_rebalance_recommendation(self, seconds_ago: float = 0) -> dict:
@@ -444,6 +451,12 @@ class ImdsEmulator:
         with self._lock:
             self._faults = []
 
+    def set_fresh_notice_times(self, enabled: bool) -> None:
+        if not isinstance(enabled, bool):
+            raise ControlError(f"enabled must be true or false, got {enabled!r}")
+        with self._lock:
+            self._fresh_notice_times = enabled
+
     def set_max_token_ttl(self, seconds: int) -> None:
         with self._lock:
             self._max_token_ttl = self._checked_max_ttl(seconds)
@@ -482,6 +495,7 @@ class ImdsEmulator:
         self.set_max_token_ttl(MAX_TOKEN_TTL_SECONDS)
         with self._lock:
             self._extra_metadata = {}
+            self._fresh_notice_times = False
 
     @property
     def credentials(self) -> dict:
@@ -604,6 +618,12 @@ class ImdsEmulator:
                 indent=2,
             )
             meta[f"iam/security-credentials/{self.role_name}"] = json.dumps(self.credentials, indent=2)
+        if self._fresh_notice_times:
+            if self._spot_action is not None:
+                fresh = utc_now() + datetime.timedelta(seconds=self._spot_in_seconds)
+                self._spot_action = dict(self._spot_action, time=format_rfc3339(fresh))
+            if self._rebalance is not None:
+                self._rebalance = {"noticeTime": format_rfc3339(utc_now())}
         if self._spot_action is not None:
             meta["spot/instance-action"] = json.dumps(self._spot_action)
         if self._rebalance is not None:
@@ -782,6 +802,7 @@ class ImdsEmulator:
             ("DELETE", "faults"): self.clear_faults,
             ("POST", "max-token-ttl"): lambda: self.set_max_token_ttl(payload.get("seconds")),
             ("POST", "expire-tokens"): self.expire_tokens,
+            ("POST", "fresh-notice-times"): lambda: self.set_fresh_notice_times(payload.get("enabled")),
             ("POST", "metadata"): lambda: self.set_metadata(payload.get("key", ""), payload.get("value")),
             ("POST", "sync-from-aws"): lambda: self.sync_from_aws(payload.get("instance_id")),
             ("DELETE", "notices"): self.clear_notices,

@@ -11,7 +11,10 @@ Timing of the emulated AWS transitions comes from LLMSERVE_MOTO_* environment va
 moto_ext/settings.py) and can be read or changed while it runs:
     GET  /_llmserve/settings                 -> {"sagemaker_delay_s": 2.0, ...}
     POST /_llmserve/settings  {"sagemaker_delay_s": 0.5}
-`POST /moto-api/reset` clears moto's state and restores the start-up settings.
+Faults (moto_ext/faults.py: an action answers denied, throttled, slow or with a proxy's HTML 502):
+    POST   /_llmserve/faults  {"action": "DeregisterTargets", "kind": "denied", "count": 2}
+    GET    /_llmserve/faults  -> the armed faults;  DELETE /_llmserve/faults clears them
+`POST /moto-api/reset` clears moto's state and faults and restores the start-up settings.
 (The control path starts with "_", which no S3 bucket name can, so it never shadows a path-style bucket.)
 """
 
@@ -29,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 if __package__:
-    from .moto_ext import SETTINGS, apply_all
+    from .moto_ext import SETTINGS, apply_all, faults
 else:  # run as a script: the package sits next to this file
-    from moto_ext import SETTINGS, apply_all
+    from moto_ext import SETTINGS, apply_all, faults
 
 CONTROL_PREFIX = "/_llmserve/"
 START_TIMEOUT_S = 60.0
@@ -50,11 +53,14 @@ class ExtendedMotoApp:
             return self._control(environ, start_response)
         if path == "/moto-api/reset" and environ.get("REQUEST_METHOD") == "POST":
             SETTINGS.restore_startup()
-        return self.moto_app(environ, start_response)
+            faults.clear()
+        return faults.intercept(environ, start_response, self.moto_app)
 
     def _control(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ["PATH_INFO"]
         method = environ.get("REQUEST_METHOD", "GET")
+        if path == CONTROL_PREFIX + "faults":
+            return self._faults(environ, start_response, method)
         if path != CONTROL_PREFIX + "settings":
             return _json_reply(start_response, 404, {"error": f"no such control path {path}"})
         if method == "GET":
@@ -62,14 +68,34 @@ class ExtendedMotoApp:
         if method != "POST":
             return _json_reply(start_response, 405, {"error": "use GET or POST"})
         try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-            changes = json.loads(environ["wsgi.input"].read(length) or b"{}")
-            if not isinstance(changes, dict):
-                raise ValueError("expected a JSON object of settings")
-            SETTINGS.current.update(changes)
+            SETTINGS.current.update(_json_object(environ, "a JSON object of settings"))
         except ValueError as error:  # json.JSONDecodeError is a ValueError too
             return _json_reply(start_response, 400, {"error": str(error)})
         return _json_reply(start_response, 200, SETTINGS.current.as_dict())
+
+    @staticmethod
+    def _faults(environ: dict[str, Any], start_response: Callable[..., Any], method: str) -> Iterable[bytes]:
+        if method == "GET":
+            return _json_reply(start_response, 200, {"faults": faults.listed()})
+        if method == "DELETE":
+            faults.clear()
+            return _json_reply(start_response, 200, {"faults": []})
+        if method != "POST":
+            return _json_reply(start_response, 405, {"error": "use GET, POST or DELETE"})
+        try:
+            added = faults.add(_json_object(environ, "a JSON object: action, kind, delay_s, count"))
+        except ValueError as error:
+            return _json_reply(start_response, 400, {"error": str(error)})
+        return _json_reply(start_response, 200, added)
+
+
+def _json_object(environ: dict[str, Any], expected: str) -> dict[str, Any]:
+    """A control request's JSON body; ValueError when it is not JSON or not an object."""
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    body = json.loads(environ["wsgi.input"].read(length) or b"{}")
+    if not isinstance(body, dict):
+        raise ValueError(f"expected {expected}")
+    return body
 
 
 def _json_reply(start_response: Callable[..., Any], status: int, body: dict[str, Any]) -> list[bytes]:

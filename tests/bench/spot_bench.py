@@ -429,9 +429,9 @@ class Stopwatch:
     """spot_drill_monitor.py watch against moto: started (and seeing the target in service) before the notice,
     it reports the first moment the target was out of service."""
 
-    def __init__(self, workdir: Path, aws_url: str, instance: BenchInstance, timeout_s: float = 60.0):
+    def __init__(self, workdir: Path, aws_url: str, instance: BenchInstance, timeout_s: float = 60.0, nice: int = 0):
         self.ready = workdir / f"stopwatch-{time.monotonic_ns()}.ready"
-        command = [sys.executable, str(STOPWATCH), "watch", "--instance-id", instance.instance_id,
+        command = ["nice", "-n", str(nice), sys.executable, str(STOPWATCH), "watch", "--instance-id", instance.instance_id,
                    "--target-group-arn", instance.target_group_arn, "--port", str(instance.port),
                    "--region", REGION, "--endpoint-url", aws_url, "--timeout", str(timeout_s),
                    "--ready-file", str(self.ready)]
@@ -492,8 +492,10 @@ class WatcherProcess:
     AWS credentials are removed from its environment: it gets the instance role's from the IMDS emulator,
     as on EC2."""
 
-    def __init__(self, workdir: Path, config: dict[str, Any], python: str = sys.executable):
+    def __init__(self, workdir: Path, config: dict[str, Any], python: str = sys.executable, nice: int = 0):
         self.workdir = workdir
+        # The role's unit runs the watcher at Nice=-5; the benchmark does the same (needs root), tests need not.
+        self.nice = nice
         self.config_path = workdir / "spot-watcher.json"
         self.log_path = workdir / "watcher.log"
         self.state_dir = Path(config["state_dir"])
@@ -512,7 +514,7 @@ class WatcherProcess:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [self.python, str(WATCHER), "watch", "--config", str(self.config_path)],
+                ["nice", "-n", str(self.nice), self.python, str(WATCHER), "watch", "--config", str(self.config_path)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.env(),
@@ -604,6 +606,53 @@ def watcher_config(
     return config
 
 
+class ImdsEmulatorProcess:
+    """tests/bench/imds_emulator.py as a process of its own, at a priority of its own.
+
+    On EC2, IMDS answers from the Nitro card, not from the instance's CPUs. In the benchmark's own process its
+    threads would share a GIL and two cores with the bench and its load; here it gets the watcher's priority, so a
+    late answer is the watcher's or the machine's, not the bench's. Same API as ImdsEmulator where the bench uses it."""
+
+    def __init__(self, workdir: Path, instance_id: str, aws_url: str, nice: int = 0):
+        port_file = workdir / f"imds-{time.monotonic_ns()}.port"
+        command = ["nice", "-n", str(nice), sys.executable, str(BENCH_DIR / "imds_emulator.py"), "--port", "0",
+                   "--port-file", str(port_file), "--instance-id", instance_id, "--aws-endpoint-url", aws_url]
+        env = dict(os.environ, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        wait_until(lambda: port_file.exists() or self.process.poll() is not None, 30, "the IMDS emulator's port")
+        if self.process.poll() is not None:
+            raise RuntimeError(f"IMDS emulator exited: {self.process.stderr.read().decode()[-2000:]}")
+        self.url = f"http://127.0.0.1:{int(port_file.read_text())}"
+
+    def requests(self) -> list[dict]:
+        status, body = http_get(self.url + "/_emulator/requests", timeout_s=10)
+        if status != 200:
+            raise RuntimeError(f"IMDS emulator request log: HTTP {status}")
+        return json.loads(body)
+
+    def imdsv1_requests(self) -> list[dict]:
+        return [entry for entry in self.requests() if entry["method"] == "GET" and not entry["had_token"]]
+
+    def stop(self) -> None:
+        with_signal(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            with_signal(self.process.pid, signal.SIGKILL)
+            self.process.wait(15)
+
+
+def first_notice_answer(imds_requests: list[dict], since: float) -> float | None:
+    """When IMDS first answered a spot instance-action with the notice (200) at or after `since` (epoch)."""
+    times = [
+        entry["at"]
+        for entry in imds_requests
+        if entry["method"] == "GET" and entry["path"].rstrip("/").endswith("/spot/instance-action")
+        and entry["status"] == 200 and entry["at"] >= since
+    ]
+    return min(times, default=None)
+
+
 # ---------------------------------------------------------------------------------------------- the drill
 @dataclasses.dataclass
 class DrillResult:
@@ -651,12 +700,14 @@ def run_drill(
     max_tokens: int = 1500,
     notice_in_s: int = 120,
     finish_event: str = "vllm_stopped",
+    stopwatch_nice: int = 0,
 ) -> DrillResult:
     """The drill as playbooks/drill_spot_interruption.yml runs it on the bench, with the same two helpers as
     processes of their own: the stopwatch polls moto, and the request generator streams `requests` completions
     and posts the spot notice to the emulator the moment every stream is flowing."""
     log_offset = watcher.log_path.stat().st_size
-    stopwatch = Stopwatch(watcher.workdir, aws_url, instance)
+    # The stopwatch stands for the control node: off the instance on AWS.
+    stopwatch = Stopwatch(watcher.workdir, aws_url, instance, nice=stopwatch_nice)
     tag = time.monotonic_ns()
     ready, out = watcher.workdir / f"drill-{tag}.ready", watcher.workdir / f"drill-{tag}.json"
     generator = subprocess.run(

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import boto3
+import botocore.config
 import pytest
 from botocore.exceptions import ClientError
 
@@ -79,6 +80,46 @@ def test_control_endpoint_rejects_unknown_and_invalid_settings(aws_clean):
         assert raised.value.code == 400
         assert "error" in json.loads(raised.value.read())
     assert aws_clean.settings() == before
+
+
+# --- Fault injection (moto_ext/faults.py) ---------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kind", "raised", "code"),
+    [("denied", "ClientError", "AccessDenied"), ("throttled", "ClientError", "Throttling"),
+     ("html_502", "ResponseParserError", None)],
+)
+def test_an_injected_fault_answers_as_aws_does_then_moto_answers_again(aws_clean, kind, raised, code):
+    elbv2 = aws_clean.client("elbv2", config=botocore.config.Config(retries={"total_max_attempts": 1}))
+    aws_clean.inject_fault("DescribeTargetGroups", kind, count=1)
+    with pytest.raises(Exception) as failure:
+        elbv2.describe_target_groups()
+    assert type(failure.value).__name__ == raised
+    if code:
+        assert failure.value.response["Error"]["Code"] == code
+    assert elbv2.describe_target_groups()["TargetGroups"] == []  # count=1: the next call is moto's own
+
+
+def test_a_slow_fault_delays_the_answer_and_reset_clears_faults(aws):
+    aws.reset()
+    elbv2 = aws.client("elbv2")
+    aws.inject_fault("DescribeTargetGroups", "slow", delay_s=0.5)
+    started = time.monotonic()
+    elbv2.describe_target_groups()
+    assert time.monotonic() - started >= 0.5
+    aws.reset()
+    started = time.monotonic()
+    elbv2.describe_target_groups()
+    assert time.monotonic() - started < 0.5
+
+
+@pytest.mark.parametrize(
+    "bad", [{"action": "Deregister Targets", "kind": "denied"}, {"action": "X", "kind": "lost"},
+            {"action": "X", "kind": "slow"}, {"action": "X", "kind": "denied", "count": 0}, {"action": "X", "kind": "denied", "x": 1}]
+)
+def test_bad_faults_are_refused(aws_clean, bad):
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        aws_clean.inject_fault(**bad)
+    assert raised.value.code == 400
 
 
 # --- SageMaker -----------------------------------------------------------------------------------------------

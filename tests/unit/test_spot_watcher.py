@@ -2,9 +2,12 @@
 arithmetic, metrics parsing, the drain's state machine, the token refresh rule and the configuration checks.
 The daemon's I/O (IMDS, AWS, vLLM, systemd) is exercised for real in tests/integration/test_spot_watcher_on_host.py."""
 
+import contextlib
 import datetime
+import errno
 import importlib.util
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +18,7 @@ _spec = importlib.util.spec_from_file_location("llmserve_spot_watcher", WATCHER_
 watcher = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(watcher)
 
-NOW = datetime.datetime(2026, 11, 28, 17, 9, 44, tzinfo=datetime.UTC).timestamp()
+NOW = datetime.datetime(2026, 11, 28, 17, 9, 44, tzinfo=datetime.timezone.utc).timestamp()
 TG = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/vllm/0123456789abcdef"
 
 
@@ -35,7 +38,7 @@ def config(**changes):
 )
 def test_rfc3339_times_are_read_in_utc(text, expected):
     epoch = watcher.parse_rfc3339(text)
-    assert datetime.datetime.fromtimestamp(epoch, datetime.UTC).isoformat() == expected
+    assert datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).isoformat() == expected
 
 
 @pytest.mark.parametrize(
@@ -56,7 +59,7 @@ def test_rfc3339_rejects_times_without_zone_or_out_of_range(text):
 )
 def test_scheduled_event_times_use_gos_layout(text, expected):
     epoch = watcher.parse_scheduled_time(text)
-    assert datetime.datetime.fromtimestamp(epoch, datetime.UTC).isoformat() == expected
+    assert datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).isoformat() == expected
 
 
 @pytest.mark.parametrize(
@@ -76,7 +79,7 @@ def test_spot_action_is_a_notice_with_its_time_as_deadline():
     assert warning is None
     assert notice.kind == "spot"
     assert notice.deadline - NOW == 120
-    assert notice.key == "spot:terminate:2026-11-28T17:11:44Z"
+    assert notice.key == "spot:terminate"
 
 
 @pytest.mark.parametrize("action", ["stop", "hibernate"])
@@ -116,7 +119,7 @@ def test_rebalance_gets_a_budget_from_when_it_was_seen():
     body = json.dumps({"noticeTime": "2026-11-28T17:00:00Z"})
     notice, warning = watcher.read_rebalance(200, body, NOW, config(rebalance_drain_budget_s=300.0))
     assert (notice.kind, notice.deadline, warning) == ("rebalance", NOW + 300, None)
-    assert notice.key == "rebalance:2026-11-28T17:00:00Z"
+    assert notice.key == "rebalance"
 
 
 def test_rebalance_with_a_bad_time_is_kept_with_a_warning():
@@ -131,7 +134,7 @@ def test_rebalance_without_notice_time_is_an_error():
 
 
 def _event(code="system-reboot", not_before_s=600, state="active", event_id="instance-event-0d59937288b749b32"):
-    moment = datetime.datetime.fromtimestamp(NOW + not_before_s, datetime.UTC)
+    moment = datetime.datetime.fromtimestamp(NOW + not_before_s, datetime.timezone.utc)
     months = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
     text = f"{moment.day} {months[moment.month - 1]} {moment.year} {moment:%H:%M:%S} GMT"
     return {"Code": code, "NotBefore": text, "NotAfter": text, "State": state, "EventId": event_id,
@@ -372,3 +375,131 @@ def test_configuration_lists_become_tuples_and_numbers_floats():
 def test_log_lines_carry_a_utc_timestamp_and_quote_values_with_spaces():
     line = watcher.format_event("notice", {"kind": "spot", "detail": "spot terminate", "seconds_left": 1.5}, NOW)
     assert line == '2026-11-28T17:09:44.000Z event=notice kind=spot detail="spot terminate" seconds_left=1.500'
+
+
+# ---------------------------------------------------------------------------------------------- hardening
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # Any number of fraction digits: fromisoformat before Python 3.11 takes only 3 or 6.
+        ("2026-11-28T17:11:44.5Z", "2026-11-28T17:11:44.500000+00:00"),
+        ("2026-11-28T17:11:44.123456789Z", "2026-11-28T17:11:44.123456+00:00"),
+    ],
+)
+def test_rfc3339_fractions_of_any_length(text, expected):
+    epoch = watcher.parse_rfc3339(text)
+    assert datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).isoformat() == expected
+
+
+def test_rfc3339_matches_the_whole_text():
+    with pytest.raises(watcher.NoticeError):
+        watcher.parse_rfc3339("2026-11-28T17:11:44Z\nExecStart=x")
+
+
+@pytest.mark.parametrize(
+    ("served", "body"),
+    [
+        ("spot", lambda moment: json.dumps({"action": "terminate", "time": moment})),
+        ("rebalance", lambda moment: json.dumps({"noticeTime": moment})),
+    ],
+)
+def test_a_notice_re_served_with_a_fresh_time_keeps_its_key(served, body):
+    reader = {"spot": watcher.read_spot_action, "rebalance": watcher.read_rebalance}[served]
+    first, _warning = reader(200, body("2026-11-28T17:11:44Z"), NOW, config())
+    again, _warning = reader(200, body("2026-11-28T17:11:49Z"), NOW + 5, config())
+    assert first.key == again.key
+
+
+@pytest.mark.parametrize(("seconds_ahead", "capped"), [(120, False), (3600, True), (10 ** 9, True)])
+def test_a_spot_deadline_further_than_the_fallback_is_capped(seconds_ahead, capped):
+    moment = datetime.datetime.fromtimestamp(NOW + seconds_ahead, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    notice, warning = watcher.read_spot_action(
+        200, json.dumps({"action": "terminate", "time": moment}), NOW, config(fallback_notice_s=120.0)
+    )
+    assert notice.deadline == NOW + min(seconds_ahead, 120)
+    assert (warning is not None and "capped" in warning) == capped
+
+
+@pytest.mark.parametrize("value", ["NaN", "+Inf", "-Inf", "-1", "1e400"])
+def test_metrics_values_that_are_not_a_count_are_errors_not_crashes(value):
+    text = f'vllm:num_requests_running{{engine="0"}} {value}\nvllm:num_requests_waiting{{engine="0"}} 0\n'
+    with pytest.raises(watcher.NoticeError, match="bad value"):
+        watcher.parse_vllm_in_flight(text)
+
+
+def test_backoff_is_jittered_and_capped():
+    assert watcher.backoff_delay(1, 0.5, 8.0, rng=lambda: 1.0) == 1.0
+    assert watcher.backoff_delay(10, 0.5, 8.0, rng=lambda: 1.0) == 8.0
+    assert watcher.backoff_delay(10 ** 6, 0.5, 8.0, rng=lambda: 0.25) == 2.0
+    assert watcher.backoff_delay(3, 0.5, 8.0, rng=lambda: 0.0) == 0.0
+
+
+class _FullDisk:
+    """A state store on a full disk: every write fails with ENOSPC."""
+
+    path = "/var/lib/llmserve-spot-watcher/state.json"
+
+    @contextlib.contextmanager
+    def locked(self):
+        yield
+
+    def load(self):
+        return None
+
+    def save(self, state):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+class _Answers:
+    """The IMDS poller's queue, filled by the test."""
+
+    def __init__(self, answers):
+        self.answers = list(answers)
+
+    def take(self):
+        taken, self.answers = self.answers, []
+        return taken
+
+
+class _Parts:
+    """AWS, vLLM and the stopper of a healthy instance, recording what the watcher asked."""
+
+    def __init__(self):
+        self.calls = []
+
+    def deregister(self, arn, instance_id, port):
+        self.calls.append("deregister")
+        return True
+
+    def target_state(self, arn, instance_id, port):
+        return "draining"
+
+    def in_flight(self):
+        return None
+
+    def request(self, key):
+        self.calls.append("stop")
+
+    def finished(self):
+        return True, "stopped"
+
+
+def test_a_full_disk_does_not_stop_a_drain(capsys):
+    parts = _Parts()
+    spot = watcher.Watcher(
+        config(), _FullDisk(), imds=None, aws=parts, vllm=parts, stopper=parts, instance_id="i-0123456789abcdef0"
+    )
+    spot.start()
+    moment = datetime.datetime.fromtimestamp(time.time() + 120, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    spot.poller = _Answers([(watcher.SPOT_ACTION_PATH, time.time(), 200,
+                             json.dumps({"action": "terminate", "time": moment}), None)])
+    deadline = time.monotonic() + 10
+    while spot.state["phase"] != watcher.PHASE_DRAINED and time.monotonic() < deadline:
+        spot.tick()
+        spot._wake.wait(0.05)
+        spot._wake.clear()
+    assert spot.state["phase"] == watcher.PHASE_DRAINED
+    assert parts.calls == ["deregister", "stop"]
+    logged = capsys.readouterr().out
+    assert logged.count("event=state_not_saved") == 1, logged
+    assert "event=vllm_stop_requested" in logged

@@ -12,7 +12,12 @@ Installed by the llmserve.aws.spot_interruption role and run by systemd. Subcomm
               deadline minus a margin, then stop vLLM through systemd (vLLM's --shutdown-timeout finishes the
               rest), then complete the pending Auto Scaling lifecycle action. Each step is logged with a
               timestamp and recorded in the state file, so a restart mid-drain resumes where it stopped and
-              never repeats a step. Exits 3 after N identical consecutive failures so systemd restarts it.
+              never repeats a step. Every step is bounded: one that cannot finish by its bound (AWS denying,
+              throttling or not answering, /metrics unreadable) is abandoned and logged, so vLLM's stop is
+              requested by the deadline minus stop_margin_s whatever AWS, IMDS or vLLM do. AWS calls retry with
+              full-jitter backoff. A spot stop/hibernate that resumes on the same boot ends the drain. An idle
+              watcher exits 3 after N identical consecutive failures so systemd restarts it; a draining one
+              never gives up.
   register    (ExecStart of llmserve-alb-registration.service) waits for vLLM's /health to answer 200, then
               registers this instance with every target group. Refuses while a drain is on.
   deregister  (ExecStop of that unit: a planned stop of vLLM) deregisters, waits until the load balancer
@@ -35,13 +40,19 @@ import http.client
 import json
 import math
 import os
+import queue
+import random
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 
+# Not datetime.UTC: that name is Python 3.11+, and hosts run their system python3 (Amazon Linux 2023: 3.9,
+# Ubuntu 22.04: 3.10).
+UTC = datetime.timezone.utc
 DEFAULT_CONFIG_PATH = "/etc/llmserve/spot-watcher.json"
 STATE_VERSION = 1
 EXIT_CONFIG = 2
@@ -72,9 +83,9 @@ LIFECYCLE_TERMINATING = "Terminated"
 _MONTHS = {name: number for number, name in enumerate(calendar.month_abbr) if name}
 # Go layout "2 Jan 2006 15:04:05 GMT": scheduled events' NotBefore/NotAfter. Month names are English whatever
 # the locale, so they are matched here rather than with strptime's locale-dependent %b.
-_SCHEDULED_TIME = re.compile(r"^\s*(\d{1,2}) ([A-Z][a-z]{2}) (\d{4}) (\d{2}):(\d{2}):(\d{2}) GMT\s*$")
+_SCHEDULED_TIME = re.compile(r"\s*(\d{1,2}) ([A-Z][a-z]{2}) (\d{4}) (\d{2}):(\d{2}):(\d{2}) GMT\s*")
 _RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
+    r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})"
 )
 _METRIC_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
 
@@ -123,7 +134,8 @@ class Config:
     # Notices without a deadline of their own: how long the drain may take from when it was seen.
     rebalance_drain_budget_s: float = 120.0
     asg_drain_budget_s: float = 120.0
-    # A spot notice whose time cannot be read still means the instance goes: assume EC2's two minutes.
+    # A spot notice whose time cannot be read still means the instance goes: assume EC2's two minutes. A time
+    # further away than this (clock skew, a bad notice) is capped to it: EC2 never gives more.
     fallback_notice_s: float = 120.0
     # vLLM is asked to stop at the latest this long before the deadline, leaving time for its own drain.
     stop_margin_s: float = 20.0
@@ -138,6 +150,10 @@ class Config:
     stop_command: tuple = ()
     asg_name: str = ""
     lifecycle_hook_name: str = ""
+    # AWS calls that fail are retried after a random delay of up to min(cap, base * 2 ** failures) seconds
+    # ("full jitter"), so that a fleet-wide reclaim does not become a herd of synchronized retries.
+    aws_backoff_base_s: float = 0.5
+    aws_backoff_cap_s: float = 8.0
     registration_health_timeout_s: float = 1200.0
     planned_stop_drain_timeout_s: float = 120.0
 
@@ -226,7 +242,7 @@ def load_config(path):
 
 # ---------------------------------------------------------------------------------------------- logging
 def utc_stamp(epoch=None):
-    moment = datetime.datetime.fromtimestamp(time.time() if epoch is None else epoch, datetime.UTC)
+    moment = datetime.datetime.fromtimestamp(time.time() if epoch is None else epoch, UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
@@ -257,11 +273,15 @@ class NoticeError(ValueError):
 
 def parse_rfc3339(text):
     """Epoch seconds of an RFC 3339 timestamp with a zone (IMDS writes "2026-11-28T17:11:44Z")."""
-    if not isinstance(text, str) or not _RFC3339.match(text.strip()):
+    match = _RFC3339.fullmatch(text.strip()) if isinstance(text, str) else None
+    if not match:
         raise NoticeError(f"not an RFC 3339 time: {text!r}")
-    normalized = text.strip().replace("z", "Z").replace("t", "T")
+    day, clock, fraction, zone = match.groups()
+    # fromisoformat before Python 3.11 takes no "Z" and only 3 or 6 fraction digits; RFC 3339 allows any.
+    zone = "+00:00" if zone in ("Z", "z") else zone
+    fraction = "." + (fraction + "000000")[:6] if fraction else ""
     try:
-        moment = datetime.datetime.fromisoformat(normalized.replace("Z", "+00:00"))
+        moment = datetime.datetime.fromisoformat(f"{day}T{clock}{fraction}{zone}")
     except ValueError as error:
         raise NoticeError(f"not an RFC 3339 time: {text!r} ({error})") from None
     return moment.timestamp()
@@ -269,13 +289,13 @@ def parse_rfc3339(text):
 
 def parse_scheduled_time(text):
     """Epoch seconds of a scheduled event time in Go's layout "2 Jan 2006 15:04:05 GMT"."""
-    match = _SCHEDULED_TIME.match(text) if isinstance(text, str) else None
+    match = _SCHEDULED_TIME.fullmatch(text) if isinstance(text, str) else None
     if not match or match.group(2) not in _MONTHS:
         raise NoticeError(f"not a scheduled event time (\"2 Jan 2006 15:04:05 GMT\"): {text!r}")
     day, month, year, hour, minute, second = match.groups()
     try:
         moment = datetime.datetime(
-            int(year), _MONTHS[month], int(day), int(hour), int(minute), int(second), tzinfo=datetime.UTC
+            int(year), _MONTHS[month], int(day), int(hour), int(minute), int(second), tzinfo=UTC
         )
     except ValueError as error:
         raise NoticeError(f"not a valid date: {text!r} ({error})") from None
@@ -321,16 +341,23 @@ def read_spot_action(status, body, now, config):
         raise NoticeError(f"{SPOT_ACTION_PATH}: no action in {body[:80]!r}")
     action = document["action"]
     raw_time = document.get("time")
+    latest = now + config.fallback_notice_s
     try:
         deadline = parse_rfc3339(raw_time)
         warning = None
     except NoticeError as error:
         # The notice is there, so the instance is going; only when is unreadable. Acting on the usual two
         # minutes is safer than ignoring a termination.
-        deadline = now + config.fallback_notice_s
+        deadline = latest
         warning = f"{SPOT_ACTION_PATH}: {error}; assuming {config.fallback_notice_s:.0f} s"
-    key = f"spot:{action}:{raw_time}"
-    return Notice("spot", key, deadline, f"spot {action} at {raw_time}"), warning
+    if deadline > latest:
+        warning = f"{SPOT_ACTION_PATH}: time {raw_time} is {deadline - now:.0f} s away; capped to {config.fallback_notice_s:.0f} s"
+        deadline = latest
+    # The key leaves out the time: mocks and proxies re-serve one notice with a fresh time on every read, and
+    # EC2 sends one interruption per instance. Only its action tells two notices apart (a hibernated instance
+    # that resumed can get another).
+    key = f"spot:{action[:32]}"
+    return Notice("spot", key, deadline, f"spot {action[:32]} at {str(raw_time)[:40]}"), warning
 
 
 def read_rebalance(status, body, now, config):
@@ -345,8 +372,8 @@ def read_rebalance(status, body, now, config):
         parse_rfc3339(document["noticeTime"])
     except NoticeError as error:
         warning = f"{REBALANCE_PATH}: {error}"
-    key = f"rebalance:{document['noticeTime']}"
-    return Notice("rebalance", key, now + config.rebalance_drain_budget_s, "rebalance recommendation"), warning
+    # One recommendation per instance; noticeTime is left out of the key because proxies re-serve it fresh.
+    return Notice("rebalance", "rebalance", now + config.rebalance_drain_budget_s, "rebalance recommendation"), warning
 
 
 def read_scheduled_events(status, body, now, config):
@@ -429,7 +456,10 @@ def parse_vllm_in_flight(text):
         try:
             value = float(match.group(3))
         except ValueError:
-            raise NoticeError(f"vLLM metric {match.group(1)} has a bad value {match.group(3)!r}") from None
+            value = math.nan
+        # Prometheus text allows NaN and +Inf; neither is a number of requests.
+        if not math.isfinite(value) or value < 0:
+            raise NoticeError(f"vLLM metric {match.group(1)} has a bad value {match.group(3)[:40]!r}")
         totals[match.group(1)] = (totals[match.group(1)] or 0.0) + value
     missing = [name for name, value in totals.items() if value is None]
     if missing:
@@ -697,13 +727,11 @@ class Aws:
         os.environ.setdefault("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds_endpoint.rstrip("/") + "/")
         import boto3  # noqa: PLC0415 - the CLI's status/reset subcommands work without boto3
         from botocore.config import Config as BotoConfig  # noqa: PLC0415
-        from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+        from botocore.exceptions import ClientError  # noqa: PLC0415
 
         self._client_error = ClientError
-        self._boto_error = BotoCoreError
-        boto_config = BotoConfig(
-            connect_timeout=2, read_timeout=5, retries={"mode": "standard", "max_attempts": 3}
-        )
+        # One attempt per call: the watcher retries itself, with jitter and within the drain's deadline.
+        boto_config = BotoConfig(connect_timeout=2, read_timeout=5, retries={"mode": "standard", "total_max_attempts": 1})
         session = boto3.session.Session(region_name=region)
         options = {"config": boto_config}
         if config.aws_endpoint_url:
@@ -725,8 +753,8 @@ class Aws:
         except self._client_error as error:
             code = error.response.get("Error", {}).get("Code")
             raise AwsError(f"{what}: {code}: {error.response.get('Error', {}).get('Message')}", code) from None
-        except self._boto_error as error:
-            raise AwsError(f"{what}: {error}") from None
+        except Exception as error:  # noqa: BLE001 - any answer: ResponseParserError (an HTML 502) is not a BotoCoreError
+            raise AwsError(f"{what}: {error.__class__.__name__}: {str(error)[:300]}") from None
 
     def register(self, target_group_arn, instance_id, port):
         self._call(
@@ -801,9 +829,16 @@ class VllmStopper:
             self._process = subprocess.Popen(list(self.config.stop_command), stdin=subprocess.DEVNULL)
             return
         temporary = f"{self.config.stop_request_path}.tmp"
-        with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump({"unit": self.config.vllm_unit, "notice": notice_key, "requested_at": time.time()}, handle)
-        os.replace(temporary, self.config.stop_request_path)
+        try:
+            with open(temporary, "w", encoding="utf-8") as handle:
+                json.dump({"unit": self.config.vllm_unit, "notice": notice_key, "requested_at": time.time()}, handle)
+            os.replace(temporary, self.config.stop_request_path)
+        except OSError as error:
+            # A full disk: the path unit only needs the file to exist, and an empty file needs no data block.
+            log("stop_request_empty", error=str(error), path=self.config.stop_request_path)
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            os.close(os.open(self.config.stop_request_path, os.O_WRONLY | os.O_CREAT, 0o640))
 
     def finished(self):
         """None while stopping; else (ok, detail)."""
@@ -817,11 +852,112 @@ class VllmStopper:
         return True, f"{self.config.vllm_unit} stopped by llmserve-vllm-stop.service"
 
 
-# ---------------------------------------------------------------------------------------------- the daemon
-class Watcher:
-    """Polls IMDS and drives the drain one non-blocking step at a time, saving state after each step."""
+# ---------------------------------------------------------------------------------------------- off the loop
+PENDING = object()  # an answer that has not come yet
 
-    def __init__(self, config, store, *, imds, aws, vllm, stopper, instance_id):
+
+def backoff_delay(failures, base_s, cap_s, rng=random.random):
+    """Seconds before retry number `failures`: full jitter, uniform in [0, min(cap, base * 2 ** failures)]."""
+    return rng() * min(cap_s, base_s * 2 ** min(failures, 30))
+
+
+class BackgroundCall:
+    """One call (AWS, vLLM's /metrics) on a daemon thread, so that no answer, however slow, holds the drain.
+
+    The drain's main loop only looks at `done`; a call still running when its step is abandoned is left to end
+    on its own timeouts (a daemon thread never blocks the process's exit)."""
+
+    def __init__(self, what, function, args, wake):
+        self.what = what
+        self.started = time.monotonic()
+        self.done = False
+        self.result = None
+        self.error = None
+        self._wake = wake
+        threading.Thread(target=self._run, args=(function, args), name=what, daemon=True).start()
+
+    def _run(self, function, args):
+        try:
+            self.result = function(*args)
+        except Exception as error:  # noqa: BLE001 - whatever it raised is the step's failure, never the loop's
+            self.error = error
+        finally:
+            self.done = True
+            self._wake.set()
+
+
+class ImdsPoller:
+    """Reads the notice paths every poll interval on a thread of its own and queues each answer as it comes.
+
+    The spot path is read first and its answer handed over before the next read starts, so a notice reaches the
+    drain without waiting for the other reads; a read that hangs (up to imds_timeout_s) delays only the poller."""
+
+    CYCLE_END = "cycle-end"
+
+    def __init__(self, imds, paths, interval_s, wake):
+        self.imds = imds
+        self.paths = paths
+        self.interval_s = interval_s
+        self.answers = queue.Queue()
+        self._wake = wake
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="imds-poller", daemon=True)
+
+    def start(self):
+        self._thread.start()
+
+    def stop(self):
+        self._stop.set()
+
+    def _run(self):
+        next_cycle = time.monotonic()
+        while not self._stop.is_set():
+            for path in self.paths:
+                now = time.time()
+                try:
+                    status, body = self.imds.get(path)
+                    self.answers.put((path, now, status, body, None))
+                except ImdsError as error:
+                    self.answers.put((path, now, None, None, error))
+                except Exception as error:  # noqa: BLE001 - the poller must outlive any answer
+                    self.answers.put((path, now, None, None, ImdsError(f"GET {path}: {error.__class__.__name__}: {error}")))
+                self._wake.set()
+            self.answers.put((self.CYCLE_END, time.time(), None, None, None))
+            self._wake.set()
+            next_cycle = max(next_cycle + self.interval_s, time.monotonic())
+            self._stop.wait(max(0.0, next_cycle - time.monotonic()))
+
+    def take(self):
+        """Every queued answer, oldest first, without waiting."""
+        taken = []
+        while True:
+            try:
+                taken.append(self.answers.get_nowait())
+            except queue.Empty:
+                return taken
+
+
+# ---------------------------------------------------------------------------------------------- the daemon
+READERS = {
+    SPOT_ACTION_PATH: read_spot_action,
+    REBALANCE_PATH: read_rebalance,
+    SCHEDULED_EVENTS_PATH: read_scheduled_events,
+    LIFECYCLE_STATE_PATH: read_lifecycle_state,
+}
+PATH_KINDS = {SPOT_ACTION_PATH: "spot", REBALANCE_PATH: "rebalance", SCHEDULED_EVENTS_PATH: "scheduled",
+              LIFECYCLE_STATE_PATH: "asg"}
+# Spot actions after which the instance can come back on the same boot (a hibernated one resumes from RAM).
+RESUMABLE_SPOT_ACTIONS = ("stop", "hibernate")
+
+
+class Watcher:
+    """Polls IMDS (ImdsPoller) and drives the drain one non-blocking step at a time, saving state after each.
+
+    Nothing the drain waits on runs on the main loop: AWS calls and /metrics reads are BackgroundCalls. Each step
+    has a bound (stop_by for the ALB and request steps); a step still unfinished at its bound is abandoned and
+    logged, so vLLM's stop is requested by the deadline minus the stop margin whatever AWS, IMDS or vLLM do."""
+
+    def __init__(self, config, store, *, imds, aws, vllm, stopper, instance_id, rng=random.random):
         self.config = config
         self.store = store
         self.imds = imds
@@ -829,35 +965,70 @@ class Watcher:
         self.vllm = vllm
         self.stopper = stopper
         self.instance_id = instance_id
+        self.rng = rng
         self.failures = FailureTracker(config.max_identical_failures)
         self.state = None
         self._idle_readings = 0
         self._last_in_flight = None
         self._ignored = set()
-        self._next_poll = 0.0
         self._pending_failures = []
+        self._cycle_failures = []
         self._stop_requested_this_run = False
         self._stopping = False
+        self._wake = threading.Event()
+        self._calls = {}  # key -> BackgroundCall in flight
+        self._retry_at = {}  # key -> monotonic time before which a failed call is not repeated
+        self._call_failures = {}  # key -> consecutive failures
+        self._step_errors = {}  # step -> its last failure, named when the step is abandoned
+        self._save_error = None
+        self.poller = None
+
+    # ------------------------------------------------------------------ state
+    def _save_quietly(self, write):
+        """Runs a state write; a full or read-only disk is logged once per error and the drain goes on from memory."""
+        try:
+            write()
+        except OSError as error:
+            text = f"{error.__class__.__name__}: {error}"
+            if text != self._save_error:
+                log("state_not_saved", error=text, path=self.store.path, action="continuing from memory")
+            self._save_error = text
+            return
+        if self._save_error is not None:
+            log("state_saved_again", path=self.store.path)
+            self._save_error = None
 
     def _save(self):
-        with self.store.locked():
-            self.store.save(self.state)
+        def write():
+            with self.store.locked():
+                self.store.save(self.state)
+
+        self._save_quietly(write)
 
     def _mutate(self, change):
-        """Re-reads the state under the lock (the CLI units write it too), applies change, saves."""
-        with self.store.locked():
-            saved = self.store.load()
-            if isinstance(saved, dict) and saved.get("boot_id") == self.state["boot_id"]:
-                # Only the registration bookkeeping is written by others; the drain fields are ours.
-                for key in ("registered_at", "planned_stops"):
-                    self.state[key] = saved.get(key, self.state.get(key))
-            change(self.state)
-            self.store.save(self.state)
+        """Applies change in memory, then re-reads the file under the lock (the CLI units write it too) and saves."""
+        change(self.state)
+
+        def write():
+            with self.store.locked():
+                saved = self.store.load()
+                if isinstance(saved, dict) and saved.get("boot_id") == self.state["boot_id"]:
+                    # Only the registration bookkeeping is written by others; the drain fields are ours.
+                    for key in ("registered_at", "planned_stops"):
+                        self.state[key] = saved.get(key, self.state.get(key))
+                self.store.save(self.state)
+
+        self._save_quietly(write)
 
     def start(self):
-        with self.store.locked():
-            self.state = state_for_boot(self.store.load(), current_boot_id())
-            self.store.save(self.state)
+        loaded = None
+        try:
+            with self.store.locked():
+                loaded = self.store.load()
+        except OSError as error:
+            log("state_unreadable", path=self.store.path, error=str(error), action="starting from an empty state")
+        self.state = state_for_boot(loaded, current_boot_id())
+        self._save()
         step = next_step(self.state, self.config)
         if self.state["phase"] != PHASE_IDLE:
             log(
@@ -880,69 +1051,90 @@ class Watcher:
 
     def request_shutdown(self, signum, frame):
         self._stopping = True
+        self._wake.set()
+
+    def polled_paths(self):
+        # Rebalance is read even when it does not act, so that its arrival is logged as ignored.
+        wanted = [
+            (True, SPOT_ACTION_PATH),
+            (True, REBALANCE_PATH),
+            (self.config.act_on_scheduled_events, SCHEDULED_EVENTS_PATH),
+            (self.config.act_on_asg_termination, LIFECYCLE_STATE_PATH),
+        ]
+        return [path for on, path in wanted if on]
 
     def run(self):
         self.start()
-        while not self._stopping:
-            polled, failures = self.tick()
-            if polled:
-                count = self.failures.observe(failures)
-                if self.failures.exhausted:
-                    log("giving_up", identical_failures=count, failure="; ".join(sorted(failures)))
+        self.poller = ImdsPoller(self.imds, self.polled_paths(), self.config.poll_interval_s, self._wake)
+        self.poller.start()
+        try:
+            while not self._stopping:
+                self._wake.clear()
+                exhausted = self.tick()
+                if exhausted:
+                    log("giving_up", identical_failures=self.failures.count,
+                        failure="; ".join(self.failures.signature or ()))
                     return EXIT_REPEATED_FAILURE
-            if self.state["phase"] == PHASE_DRAINING:
-                pause = self.config.drain_check_interval_s
-            else:
-                pause = self._next_poll - time.monotonic()
-            time.sleep(min(max(pause, 0.0), self.config.poll_interval_s))
+                self._wake.wait(self._pause())
+        finally:
+            self.poller.stop()
         log("stopping", reason="signal", phase=self.state["phase"])
         return 0
 
-    def tick(self):
-        """One pass: advance the drain, and poll IMDS when due. Returns (polled, failures of this poll cycle).
+    def _pause(self):
+        """Until the next check: a poll answer or a finished call wakes the loop earlier; a step bound too."""
+        if self.state["phase"] != PHASE_DRAINING:
+            return self.config.poll_interval_s
+        pause = self.config.drain_check_interval_s
+        bound = self._bound(next_step(self.state, self.config))
+        if bound is not None:
+            pause = min(pause, max(0.0, bound - time.time()))
+        return pause
 
-        Failures of drain steps between polls are carried into the next poll cycle's signature, so that the
-        identical-failure count advances once per poll interval whatever the drain's check rate.
-        """
+    def tick(self):
+        """Handles the IMDS answers that came in, advances the drain; True when it is time to give up."""
+        exhausted = False
+        for path, seen_at, status, body, error in self.poller.take():
+            if path == ImdsPoller.CYCLE_END:
+                exhausted = self._end_cycle() or exhausted
+            else:
+                self.handle_answer(path, seen_at, status, body, error)
+                # A notice found by this read starts its drain now, not after the cycle's other reads.
+                self._pending_failures += self.advance()
         self._pending_failures += self.advance()
-        now_mono = time.monotonic()
-        if now_mono < self._next_poll:
-            return False, []
-        self._next_poll = now_mono + self.config.poll_interval_s
-        failures = self.poll_imds() + self._pending_failures
-        self._pending_failures = []
-        # A notice found by this poll starts its drain now, not a check interval later.
-        failures += self.advance()
-        return True, failures
+        return exhausted
+
+    def _end_cycle(self):
+        """Counts this poll cycle's failures; giving up (so that systemd restarts it) is only for an idle watcher:
+        a drain has its own bounds, and a restart would only delay it."""
+        failures = self._cycle_failures + self._pending_failures
+        self._cycle_failures, self._pending_failures = [], []
+        self.failures.observe(failures)
+        return self.failures.exhausted and self.state["phase"] == PHASE_IDLE
 
     # ------------------------------------------------------------------ IMDS
-    def poll_imds(self):
-        failures = []
-        now = time.time()
-        readers = [
-            # Rebalance is read even when it does not act, so that its arrival is logged as ignored.
-            (True, SPOT_ACTION_PATH, read_spot_action),
-            (True, REBALANCE_PATH, read_rebalance),
-            (self.config.act_on_scheduled_events, SCHEDULED_EVENTS_PATH, read_scheduled_events),
-            (self.config.act_on_asg_termination, LIFECYCLE_STATE_PATH, read_lifecycle_state),
-        ]
-        for wanted, path, reader in readers:
-            if not wanted:
-                continue
-            try:
-                status, body = self.imds.get(path)
-                found, warnings = reader(status, body, now, self.config)
-            except (ImdsError, NoticeError) as error:
-                failures.append(str(error))
-                log("imds_failure", path=path, error=str(error))
-                continue
-            notices = found if isinstance(found, list) else [found] if found else []
-            warnings = warnings if isinstance(warnings, list) else [warnings] if warnings else []
-            for warning in warnings:
-                log("imds_warning", path=path, warning=warning)
-            for notice in notices:
-                self.consider(notice, now)
-        return failures
+    def path_acts(self, path):
+        return notice_acts(Notice(PATH_KINDS[path], "", 0.0, ""), self.config)
+
+    def handle_answer(self, path, now, status, body, error):
+        try:
+            if error is not None:
+                raise error
+            found, warnings = READERS[path](status, body, now, self.config)
+        except (ImdsError, NoticeError) as failure:
+            log("imds_failure", path=path, error=str(failure))
+            # A path the watcher does not act on cannot make it give up.
+            if self.path_acts(path):
+                self._cycle_failures.append(str(failure))
+            return
+        notices = found if isinstance(found, list) else [found] if found else []
+        warnings = warnings if isinstance(warnings, list) else [warnings] if warnings else []
+        for warning in warnings:
+            log("imds_warning", path=path, warning=warning)
+        for notice in notices:
+            self.consider(notice, now)
+        if path == SPOT_ACTION_PATH and not notices:
+            self.check_resumed(now)
 
     def consider(self, notice, now):
         if any(known["key"] == notice.key for known in self.state["notices"]):
@@ -970,7 +1162,43 @@ class Watcher:
             drain="started" if started else "already under way",
         )
 
+    def check_resumed(self, now):
+        """A spot stop or hibernate whose deadline has passed, with IMDS no longer serving the notice: the
+        instance came back on this boot (a hibernated instance resumes from RAM). End the drain so that the host
+        can serve again instead of staying drained until the next reboot."""
+        notices = self.state["notices"]
+        if self.state["phase"] == PHASE_IDLE or not notices or now < effective_deadline(notices):
+            return
+        if not all(notice["kind"] == "spot" and notice["key"].split(":", 1)[1] in RESUMABLE_SPOT_ACTIONS
+                   for notice in notices):
+            return
+        previous = {key: self.state.get(key) for key in ("notices", "steps", "deregister_calls")}
+        fresh = new_state(self.state["boot_id"])
+        fresh["previous_drain"] = previous
+        self.state = fresh
+        self._calls, self._retry_at, self._call_failures, self._step_errors = {}, {}, {}, {}
+        self._stop_requested_this_run = False
+        self._idle_readings = 0
+        self._save()
+        with contextlib.suppress(OSError):
+            os.unlink(self.config.stop_request_path)
+        log("resumed_after_interruption", notices=[notice["key"] for notice in notices],
+            action="drain ended; registration allowed again")
+
     # ------------------------------------------------------------------ drain
+    def _bound(self, step):
+        """The wall-clock time by which step must be done (None: it has no bound of its own)."""
+        if step is None or not self.state["notices"]:
+            return None
+        deadline = self._deadline()
+        if step in ("deregister", "wait_requests"):
+            return stop_by(deadline, self.config)
+        if step == "wait_alb":
+            return alb_wait_until(self.state["steps"].get("deregister", time.time()), deadline, self.config)
+        if step == "complete_lifecycle":
+            return deadline
+        return None
+
     def advance(self):
         """Works on the current step until one has to wait; returns failures met."""
         failures = []
@@ -983,13 +1211,66 @@ class Watcher:
                 return failures
             try:
                 done = getattr(self, "_step_" + step)()
-            except (AwsError, NoticeError, OSError) as error:
-                failures.append(f"{step}: {error}")
-                log("step_failure", step=step, error=str(error))
-                return failures
+            except Exception as error:  # noqa: BLE001 - no answer may end the drain; the bound ends the step
+                text = f"{error.__class__.__name__}: {error}" if not isinstance(error, (AwsError, NoticeError)) else str(error)
+                self._step_errors[step] = text
+                failures.append(f"{step}: {text}")
+                log("step_failure", step=step, error=text)
+                done = False
             if not done:
-                return failures
+                bound = self._bound(step)
+                if bound is None or time.time() < bound:
+                    return failures
+                self._abandon(step, bound)
         return failures
+
+    def _abandon(self, step, bound):
+        """Gives up a step at its bound and moves on: the next steps (in the end, vLLM's stop) must not wait."""
+        pending = [call for key, call in self._calls.items() if key[0] == step]
+        if step in self._step_errors:
+            reason = self._step_errors[step]
+        elif pending:
+            reason = f"no answer from {pending[0].what} after {time.monotonic() - pending[0].started:.1f} s"
+        else:
+            reason = "not finished"
+        for key in [key for key in self._calls if key[0] == step]:
+            del self._calls[key]  # the thread ends on its own timeouts; its answer is not wanted any more
+        if step == "wait_alb" and step not in self._step_errors and not pending:
+            event = "alb_wait_bounded"
+        elif step == "wait_requests" and step not in self._step_errors and not pending:
+            event = "requests_wait_bounded"
+        else:
+            event = "step_abandoned"
+        now = time.time()
+
+        def note(state):
+            state["steps"][step] = now
+            state.setdefault("abandoned", {})[step] = reason
+
+        self._mutate(note)
+        log(event, step=step, reason=reason, bound=utc_stamp(bound), **self._elapsed())
+
+    def _io(self, step, what, function, *args):
+        """function(*args) off the main loop: PENDING while it runs or waits out its backoff, then its result.
+        A failure raises here once; the call is repeated after a jittered, growing delay."""
+        key = (step, what) + tuple(str(arg) for arg in args)
+        call = self._calls.get(key)
+        if call is None:
+            if time.monotonic() < self._retry_at.get(key, 0.0):
+                return PENDING
+            self._calls[key] = BackgroundCall(what, function, args, self._wake)
+            return PENDING
+        if not call.done:
+            return PENDING
+        del self._calls[key]
+        if call.error is not None:
+            failures = self._call_failures[key] = self._call_failures.get(key, 0) + 1
+            delay = backoff_delay(failures, self.config.aws_backoff_base_s, self.config.aws_backoff_cap_s, self.rng)
+            self._retry_at[key] = time.monotonic() + delay
+            raise call.error
+        self._call_failures.pop(key, None)
+        self._retry_at.pop(key, None)
+        return call.result
 
     def _deadline(self):
         return effective_deadline(self.state["notices"])
@@ -1000,6 +1281,7 @@ class Watcher:
 
     def _finish_step(self, step, event, **fields):
         now = time.time()
+        self._step_errors.pop(step, None)
         self._mutate(lambda state: state["steps"].__setitem__(step, now))
         log(event, **fields, **self._elapsed())
         return True
@@ -1008,7 +1290,11 @@ class Watcher:
         for arn in self.config.target_group_arns:
             if arn in self.state["deregistered_target_groups"]:
                 continue
-            deregistered = self.aws.deregister(arn, self.instance_id, self.config.target_port)
+            deregistered = self._io(
+                "deregister", "DeregisterTargets", self.aws.deregister, arn, self.instance_id, self.config.target_port
+            )
+            if deregistered is PENDING:
+                return False
 
             def note(state, arn=arn):
                 state["deregistered_target_groups"].append(arn)
@@ -1024,27 +1310,25 @@ class Watcher:
         return self._finish_step("deregister", "deregister_done", target_groups=len(self.config.target_group_arns))
 
     def _step_wait_alb(self):
-        states = {
-            arn: self.aws.target_state(arn, self.instance_id, self.config.target_port)
-            for arn in self.config.target_group_arns
-        }
+        states = {}
+        for arn in self.config.target_group_arns:
+            state = self._io(
+                "wait_alb", "DescribeTargetHealth", self.aws.target_state, arn, self.instance_id, self.config.target_port
+            )
+            if state is PENDING:
+                return False
+            states[arn] = state
         if all(state in OUT_OF_SERVICE_STATES for state in states.values()):
             return self._finish_step("wait_alb", "alb_out_of_service", states=sorted(set(states.values())))
-        deregistered_at = self.state["steps"]["deregister"]
-        if time.time() >= alb_wait_until(deregistered_at, self._deadline(), self.config):
-            return self._finish_step("wait_alb", "alb_wait_bounded", states=sorted(set(states.values())))
         return False
 
     def _step_wait_requests(self):
-        bound = stop_by(self._deadline(), self.config)
-        try:
-            reading = self.vllm.in_flight()
-        except NoticeError:
-            if time.time() >= bound:
-                return self._finish_step("wait_requests", "requests_wait_bounded", reason="metrics unreadable")
-            raise
+        reading = self._io("wait_requests", "vLLM /metrics", self.vllm.in_flight)
+        if reading is PENDING:
+            return False
         if reading is None:
             return self._finish_step("wait_requests", "requests_drained", reason="vLLM not listening")
+        self._step_errors.pop("wait_requests", None)
         running, waiting = reading
         if running + waiting == 0:
             self._idle_readings += 1
@@ -1052,11 +1336,10 @@ class Watcher:
                 return self._finish_step("wait_requests", "requests_drained", running=0, waiting=0)
             return False
         self._idle_readings = 0
-        if time.time() >= bound:
-            return self._finish_step("wait_requests", "requests_wait_bounded", running=running, waiting=waiting)
         if self._last_in_flight != (running, waiting):
             self._last_in_flight = (running, waiting)
-            log("requests_in_flight", running=running, waiting=waiting, stop_by=utc_stamp(bound))
+            log("requests_in_flight", running=running, waiting=waiting,
+                stop_by=utc_stamp(stop_by(self._deadline(), self.config)))
         return False
 
     def _step_stop_vllm(self):
@@ -1069,7 +1352,8 @@ class Watcher:
             self._stop_requested_this_run = True
             requested_at = requested_at or time.time()
             self._mutate(lambda state: state.update(stop_requested_at=requested_at))
-            log("vllm_stop_requested", unit=self.config.vllm_unit, **self._elapsed())
+            log("vllm_stop_requested", unit=self.config.vllm_unit, **self._elapsed(),
+                before_stop_by_s=stop_by(self._deadline(), self.config) - time.time())
             return False
         result = self.stopper.finished()
         if result is None:
@@ -1080,9 +1364,12 @@ class Watcher:
         return self._finish_step("stop_vllm", "vllm_stopped" if ok else "vllm_stop_failed", detail=detail)
 
     def _step_complete_lifecycle(self):
-        completed = self.aws.complete_lifecycle_action(
-            self.config.asg_name, self.config.lifecycle_hook_name, self.instance_id
+        completed = self._io(
+            "complete_lifecycle", "CompleteLifecycleAction", self.aws.complete_lifecycle_action,
+            self.config.asg_name, self.config.lifecycle_hook_name, self.instance_id,
         )
+        if completed is PENDING:
+            return False
         return self._finish_step(
             "complete_lifecycle",
             "lifecycle_completed" if completed else "lifecycle_none_pending",
@@ -1108,18 +1395,25 @@ def _discover(imds, config, deadline):
         time.sleep(config.poll_interval_s)
 
 
-def _setup(config, startup_timeout_s):
+def _setup(config, startup_timeout_s, require_credentials=True):
     imds = ImdsClient(config.imds_endpoint, config.imds_token_ttl_s, config.imds_timeout_s)
     instance_id, region = _discover(imds, config, time.monotonic() + startup_timeout_s)
     aws = Aws(config, region, config.imds_endpoint)
-    aws.warm_up()
+    try:
+        aws.warm_up()
+    except Exception as error:  # noqa: BLE001 - botocore raises several kinds while fetching credentials
+        if require_credentials:
+            raise AwsError(f"credentials: {error.__class__.__name__}: {error}") from None
+        # The daemon still watches and drains without AWS: a drain's AWS steps fail and are abandoned at their
+        # bound, and vLLM is stopped in time all the same.
+        log("aws_credentials_unavailable", error=f"{error.__class__.__name__}: {error}", action="watching anyway")
     return imds, aws, instance_id, region
 
 
 def command_watch(config):
     startup_timeout = config.poll_interval_s * config.max_identical_failures
     try:
-        imds, aws, instance_id, region = _setup(config, startup_timeout)
+        imds, aws, instance_id, region = _setup(config, startup_timeout, require_credentials=False)
     except (ImdsError, AwsError) as error:
         log("startup_failed", error=str(error))
         return EXIT_REPEATED_FAILURE

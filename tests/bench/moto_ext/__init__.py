@@ -6,10 +6,10 @@ plain Python), and every patch names the AWS behaviour it restores. Apply them b
 
 import functools
 
-from . import autoscaling, ec2, elbv2, sagemaker
+from . import autoscaling, ec2, elbv2, faults, sagemaker
 from .settings import SETTINGS, Settings
 
-__all__ = ["SETTINGS", "Settings", "apply_all"]
+__all__ = ["SETTINGS", "Settings", "apply_all", "faults"]
 
 
 @functools.cache  # once per process: a second call must not wrap the patches in themselves
