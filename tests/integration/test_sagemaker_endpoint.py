@@ -1,0 +1,191 @@
+"""llmserve.aws.sagemaker_endpoint run by ansible-playbook against the local AWS (moto + moto_ext).
+
+The SageMaker extensions make endpoints pass through Creating/Updating/Deleting, implement UpdateEndpoint, accept
+ml.g5+ types, refuse an instance-type change under auto scaling, and fail a create/update on demand with a
+FailureReason (tests/bench/moto_ext/sagemaker.py), so these runs see SageMaker's real sequence of states.
+Each playbook run covers several steps, because starting ansible-playbook is the slow part.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+COMMAND_TIMEOUT_S = 240
+ROLE = "arn:aws:iam::123456789012:role/llmserve-sagemaker"
+ECR = "763104351884.dkr.ecr.us-east-1.amazonaws.com"
+IMAGE_V1 = f"{ECR}/huggingface-pytorch-tgi-inference:2.4.0-tgi2.3.1-gpu-py311-cu124-ubuntu22.04"
+IMAGE_V2 = f"{ECR}/huggingface-pytorch-tgi-inference:3.0.1-tgi3.0.1-gpu-py311-cu124-ubuntu22.04"
+TOKEN = "hf_SentinelTokenValue0123456789abcdef"
+# Transitions short enough that a run sees Creating/Updating at the first poll and InService at the next.
+SAGEMAKER_DELAY_S = 0.3
+
+BASE = {
+    "name": "llm",
+    "execution_role_arn": ROLE,
+    "image_uri": IMAGE_V1,
+    "model_data_url": "s3://llmserve-models/Llama-3.1-8B-Instruct",
+    "hf_token": TOKEN,
+    "instance_type": "ml.g5.xlarge",
+    "environment": {"MAX_INPUT_TOKENS": "4096"},
+    "tags": {"team": "ml"},
+    "wait_sleep": 1,
+    "wait_timeout": 60,
+}
+SCALING = {"min_capacity": 1, "max_capacity": 4, "target_value": 70}
+GPU_SCALING = dict(SCALING, metric={"name": "GPUUtilization"}, target_value=60)
+
+
+def _tool(name: str) -> str:
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else name
+
+
+def _env(aws) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "ANSIBLE_"))}
+    env.update(aws.env)
+    env.update(
+        {
+            "ANSIBLE_COLLECTIONS_PATH": str(REPO_ROOT / ".collections"),
+            "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_DEPRECATION_WARNINGS": "0",
+            "ANSIBLE_LOCALHOST_WARNING": "0",
+            "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0",
+        }
+    )
+    return env
+
+
+def module_task(title: str, args: dict[str, Any], check: bool = False) -> dict[str, Any]:
+    return {"name": title, "llmserve.aws.sagemaker_endpoint": args, "check_mode": check, "diff": True}
+
+
+def four_steps(title: str, args: dict[str, Any]) -> list[dict[str, Any]]:
+    """check -> changed, apply -> changed, check -> ok, apply -> ok."""
+    return [
+        module_task(f"{title} 1 check", args, check=True),
+        module_task(f"{title} 2 apply", args),
+        module_task(f"{title} 3 check", args, check=True),
+        module_task(f"{title} 4 apply", args),
+    ]
+
+
+class Run:
+    def __init__(self, completed: subprocess.CompletedProcess, wall_s: float):
+        self.returncode = completed.returncode
+        self.stdout = completed.stdout
+        self.stderr = completed.stderr
+        self.wall_s = wall_s
+        try:
+            document = json.loads(completed.stdout)
+        except ValueError:
+            raise AssertionError(f"no JSON from ansible-playbook:\n{completed.stdout}\n{completed.stderr}") from None
+        self.results = {
+            task["task"]["name"]: task["hosts"]["localhost"]
+            for play in document["plays"]
+            for task in play["tasks"]
+            if "localhost" in task["hosts"]
+        }
+
+    def __getitem__(self, title: str) -> dict[str, Any]:
+        return self.results[title]
+
+
+def playbook(aws, tmp_path: Path, tasks: list[dict[str, Any]]) -> Run:
+    play = [{"name": "sagemaker_endpoint", "hosts": "localhost", "connection": "local", "gather_facts": False,
+             "vars": {"ansible_python_interpreter": sys.executable}, "tasks": tasks}]
+    path = tmp_path / "play.yml"
+    path.write_text(json.dumps(play))  # JSON is YAML
+    started = time.monotonic()
+    completed = subprocess.run(
+        [_tool("ansible-playbook"), "-i", "localhost,", str(path)], cwd=REPO_ROOT, env=_env(aws),
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, check=False)
+    return Run(completed, time.monotonic() - started)
+
+
+def assert_four_steps(run: Run, title: str) -> None:
+    flags = [run[f"{title} {n} {kind}"].get("changed") for n, kind in
+             ((1, "check"), (2, "apply"), (3, "check"), (4, "apply"))]
+    failures = [run[f"{title} {n} {kind}"].get("msg") for n, kind in
+                ((1, "check"), (2, "apply"), (3, "check"), (4, "apply")) if run[f"{title} {n} {kind}"].get("failed")]
+    assert not failures, failures
+    assert flags == [True, True, False, False], (title, flags)
+    predicted, done = run[f"{title} 1 check"], run[f"{title} 2 apply"]
+    # Check mode predicts exactly the steps and the state the apply then produces.
+    assert predicted["changes"] == done["changes"], title
+    assert predicted["diff"]["after"] == done["diff"]["after"], title
+    assert run[f"{title} 3 check"]["changes"] == [] and run[f"{title} 4 apply"]["changes"] == []
+
+
+def actions(result: dict[str, Any]) -> list[str]:
+    return [change["action"] for change in result["changes"]]
+
+
+@pytest.fixture
+def local_aws(aws_clean):
+    aws_clean.configure(sagemaker_delay_s=SAGEMAKER_DELAY_S)
+    return aws_clean
+
+
+def test_lifecycle_is_idempotent_at_every_step(local_aws, tmp_path):
+    new_image = dict(BASE, image_uri=IMAGE_V2)
+    new_env = dict(new_image, environment={"MAX_INPUT_TOKENS": "4096", "MAX_TOTAL_TOKENS": "8192"})
+    scaled = dict(new_env, autoscaling=SCALING)
+    bigger = dict(scaled, instance_type="ml.g5.2xlarge")
+    gpu_scaled = dict(bigger, autoscaling=GPU_SCALING)
+    tasks = (four_steps("create", BASE) + four_steps("image", new_image) + four_steps("environment", new_env)
+             + four_steps("scaling", scaled) + four_steps("instance type", bigger)
+             + four_steps("scaling metric", gpu_scaled)
+             + four_steps("delete", {"name": "llm", "state": "absent", "wait_sleep": 1, "wait_timeout": 60}))
+    run = playbook(local_aws, tmp_path, tasks)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr
+
+    for title in ("create", "image", "environment", "scaling", "instance type", "scaling metric", "delete"):
+        assert_four_steps(run, title)
+
+    created = run["create 2 apply"]
+    assert created["endpoint_status"] == "InService"
+    assert actions(created) == ["create_model", "create_endpoint_config", "create_endpoint"]
+    assert created["waits"][0]["attempts"] >= 2  # it saw Creating before InService
+    assert created["variants"][0]["instance_type"] == "ml.g5.xlarge"
+    model = created["diff"]["after"]["models"][created["model_names"][0]]
+    assert model["environment"]["HF_TOKEN"] == "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
+    assert model["environment"]["SM_NUM_GPUS"] == "1" and model["environment"]["HF_MODEL_ID"] == "/opt/ml/model"
+    assert model["model_data_url"] == "s3://llmserve-models/Llama-3.1-8B-Instruct/"
+
+    # A new image is a new model and config, switched with UpdateEndpoint; the superseded ones are deleted.
+    updated = run["image 2 apply"]
+    assert actions(updated) == ["create_model", "create_endpoint_config", "update_endpoint",
+                                "delete_endpoint_config", "delete_model"]
+    assert updated["diff"]["before"]["endpoint_config_name"] == created["endpoint_config_name"]
+    assert updated["endpoint_config_name"] != created["endpoint_config_name"]
+    assert {"action": "delete_endpoint_config", "subject": created["endpoint_config_name"]} in updated["changes"]
+
+    assert actions(run["scaling 2 apply"]) == ["put_autoscaling"]
+    assert run["scaling 2 apply"]["scaling_policy_arns"]["AllTraffic"]
+    # SageMaker refuses an instance-type change under auto scaling: deregister, update, register again.
+    assert actions(run["instance type 2 apply"]) == [
+        "remove_autoscaling", "create_endpoint_config", "update_endpoint", "put_autoscaling",
+        "delete_endpoint_config"]
+    metric = run["scaling metric 2 apply"]["autoscaling"]["AllTraffic"]["metric"]
+    assert metric == {"name": "GPUUtilization", "namespace": "/aws/sagemaker/Endpoints", "statistic": "Average",
+                      "dimensions": [{"name": "EndpointName", "value": "llm"},
+                                     {"name": "VariantName", "value": "AllTraffic"}]}
+    assert actions(run["delete 2 apply"]) == ["remove_autoscaling", "delete_endpoint", "delete_endpoint_config",
+                                              "delete_model"]
+
+    assert TOKEN not in run.stdout and TOKEN not in run.stderr
+    sagemaker = local_aws.client("sagemaker")
+    assert sagemaker.list_endpoints()["Endpoints"] == []
+    assert sagemaker.list_endpoint_configs()["EndpointConfigs"] == []
+    assert sagemaker.list_models()["Models"] == []
+    scaling = local_aws.client("application-autoscaling")
+    assert scaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"] == []
+    assert scaling.describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"] == []
