@@ -55,6 +55,7 @@ def _env(aws) -> dict[str, str]:
             "ANSIBLE_COLLECTIONS_PATH": str(REPO_ROOT / ".collections"),
             "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
             "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_PIPELINING": "1",  # one process per task instead of copy, chmod, run and clean up
             "ANSIBLE_DEPRECATION_WARNINGS": "0",
             "ANSIBLE_LOCALHOST_WARNING": "0",
             "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0",
@@ -135,24 +136,25 @@ def local_aws(aws_clean):
 
 
 def test_lifecycle_is_idempotent_at_every_step(local_aws, tmp_path):
-    new_image = dict(BASE, image_uri=IMAGE_V2)
+    scaled = dict(BASE, autoscaling=SCALING)
+    new_image = dict(scaled, image_uri=IMAGE_V2)
     new_env = dict(new_image, environment={"MAX_INPUT_TOKENS": "4096", "MAX_TOTAL_TOKENS": "8192"})
-    scaled = dict(new_env, autoscaling=SCALING)
-    bigger = dict(scaled, instance_type="ml.g5.2xlarge")
+    bigger = dict(new_env, instance_type="ml.g5.2xlarge")
     gpu_scaled = dict(bigger, autoscaling=GPU_SCALING)
-    tasks = (four_steps("create", BASE) + four_steps("image", new_image) + four_steps("environment", new_env)
-             + four_steps("scaling", scaled) + four_steps("instance type", bigger)
-             + four_steps("scaling metric", gpu_scaled)
+    tasks = (four_steps("create", scaled) + four_steps("image", new_image) + four_steps("environment", new_env)
+             + four_steps("instance type", bigger) + four_steps("scaling metric", gpu_scaled)
              + four_steps("delete", {"name": "llm", "state": "absent", "wait_sleep": 1, "wait_timeout": 60}))
     run = playbook(local_aws, tmp_path, tasks)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr
 
-    for title in ("create", "image", "environment", "scaling", "instance type", "scaling metric", "delete"):
+    for title in ("create", "image", "environment", "instance type", "scaling metric", "delete"):
         assert_four_steps(run, title)
 
     created = run["create 2 apply"]
     assert created["endpoint_status"] == "InService"
-    assert actions(created) == ["create_model", "create_endpoint_config", "create_endpoint"]
+    assert actions(created) == ["create_model", "create_endpoint_config", "create_endpoint", "put_autoscaling"]
+    assert created["scaling_policy_arns"]["AllTraffic"]
+    assert created["autoscaling"]["AllTraffic"]["metric"] == {"predefined": "SageMakerVariantInvocationsPerInstance"}
     assert created["waits"][0]["attempts"] >= 2  # it saw Creating before InService
     assert created["variants"][0]["instance_type"] == "ml.g5.xlarge"
     model = created["diff"]["after"]["models"][created["model_names"][0]]
@@ -168,12 +170,12 @@ def test_lifecycle_is_idempotent_at_every_step(local_aws, tmp_path):
     assert updated["endpoint_config_name"] != created["endpoint_config_name"]
     assert {"action": "delete_endpoint_config", "subject": created["endpoint_config_name"]} in updated["changes"]
 
-    assert actions(run["scaling 2 apply"]) == ["put_autoscaling"]
-    assert run["scaling 2 apply"]["scaling_policy_arns"]["AllTraffic"]
+    assert actions(run["environment 2 apply"]) == actions(updated)
     # SageMaker refuses an instance-type change under auto scaling: deregister, update, register again.
     assert actions(run["instance type 2 apply"]) == [
         "remove_autoscaling", "create_endpoint_config", "update_endpoint", "put_autoscaling",
         "delete_endpoint_config"]
+    assert actions(run["scaling metric 2 apply"]) == ["put_autoscaling"]
     metric = run["scaling metric 2 apply"]["autoscaling"]["AllTraffic"]["metric"]
     assert metric == {"name": "GPUUtilization", "namespace": "/aws/sagemaker/Endpoints", "statistic": "Average",
                       "dimensions": [{"name": "EndpointName", "value": "llm"},
@@ -189,3 +191,60 @@ def test_lifecycle_is_idempotent_at_every_step(local_aws, tmp_path):
     scaling = local_aws.client("application-autoscaling")
     assert scaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"] == []
     assert scaling.describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"] == []
+
+
+def rescued(title: str, args: dict[str, Any], complaint: str) -> dict[str, Any]:
+    """A task expected to fail: the rescue asserts the failure's message, and the play goes on."""
+    return {
+        "name": f"{title} block",
+        "block": [module_task(title, args)],
+        "rescue": [{
+            "name": f"{title} failed as expected",
+            "ansible.builtin.assert": {"that": [f"ansible_failed_result.msg is search({complaint!r})",
+                                                "not ansible_failed_result.changed"],
+                                       "fail_msg": "{{ ansible_failed_result.msg }}"},
+        }],
+    }
+
+
+def test_bad_inputs_fail_before_any_change_and_a_failed_update_keeps_the_old_config(local_aws, tmp_path):
+    # Every class of bad input is unit-tested in-process (tests/unit/test_sagemaker_endpoint.py); these two go
+    # through Ansible too.
+    complaints = [
+        ("role of another service", dict(BASE, execution_role_arn="arn:aws:sts::123456789012:assumed-role/x/y"),
+         "ARN of the sts service, not an IAM role"),
+        ("timeout too short for 70B", dict(BASE, model_parameters_b=70, instance_type=None,
+                                           container_startup_health_check_timeout=300),
+         "too short for a 70.0B model"),
+    ]
+    tasks = [rescued(title, args, complaint) for title, args, complaint in complaints]
+    tasks.append(module_task("create", BASE))
+    first = playbook(local_aws, tmp_path, tasks)
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr
+    for title, _args, _complaint in complaints:
+        assert first[title]["failed"] and "changes" not in first[title]  # failed before reading AWS
+    serving = first["create"]["endpoint_config_name"]
+
+    reason = "The primary container for production variant AllTraffic did not pass the ping health check."
+    local_aws.configure(sagemaker_failure_reason=reason)
+    second = playbook(local_aws, tmp_path, [module_task("update", dict(BASE, image_uri=IMAGE_V2))])
+
+    assert second.returncode == 2, second.stdout[-4000:]
+    failed = second["update"]
+    assert failed["failed"] and failed["failure_reason"] == reason
+    assert reason in failed["msg"] and f"still serves {serving}" in failed["msg"]
+    endpoint = local_aws.client("sagemaker").describe_endpoint(EndpointName="llm")
+    assert (endpoint["EndpointStatus"], endpoint["EndpointConfigName"]) == ("InService", serving)
+    assert TOKEN not in first.stdout + first.stderr + second.stdout + second.stderr
+
+
+def test_wait_gives_up_at_its_timeout(local_aws, tmp_path):
+    local_aws.configure(sagemaker_delay_s=60)
+    run = playbook(local_aws, tmp_path, [module_task("create", dict(BASE, wait_timeout=2))])
+
+    assert run.returncode == 2
+    message = run["create"]["msg"]
+    assert "timed out after" in message and "(limit 2 s" in message and "last check: status Creating" in message
+    assert run.wall_s < 30
+    status = local_aws.client("sagemaker").describe_endpoint(EndpointName="llm")["EndpointStatus"]
+    assert status == "Creating"

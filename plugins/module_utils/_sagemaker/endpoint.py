@@ -149,7 +149,8 @@ class Runner:
         self.wait = wait
         self.wait_timeout = wait_timeout
         self.wait_sleep = wait_sleep
-        self.deadline = time.monotonic() + wait_timeout
+        self.started = time.monotonic()
+        self.deadline = self.started + wait_timeout
         self.warn = warn
         self.waits = []
 
@@ -165,8 +166,13 @@ class Runner:
             status = endpoint["EndpointStatus"]
             return waiter.CheckResult(not gone and status not in TRANSITIONAL, "status %s" % status, endpoint)
 
-        result = waiter.wait_for(check, "SageMaker endpoint %s %s" % (self.name, what), self._remaining(),
-                                 self.wait_sleep)
+        try:
+            result = waiter.wait_for(check, "SageMaker endpoint %s %s" % (self.name, what), self._remaining(),
+                                     self.wait_sleep)
+        except waiter.WaitTimeout as timeout:
+            # Name the user's limit and the time spent since the run began, not what was left for this wait.
+            raise waiter.WaitTimeout(timeout.what, self.wait_timeout, time.monotonic() - self.started,
+                                     timeout.attempts, timeout.last_detail)
         self.waits.append(result.as_dict())
         return result.value
 
