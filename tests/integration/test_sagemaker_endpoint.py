@@ -101,12 +101,17 @@ class Run:
 
 def playbook(aws, tmp_path: Path, tasks: list[dict[str, Any]]) -> Run:
     play = [{"name": "sagemaker_endpoint", "hosts": "localhost", "connection": "local", "gather_facts": False,
-             "vars": {"ansible_python_interpreter": sys.executable}, "tasks": tasks}]
+             "tasks": tasks}]
     path = tmp_path / "play.yml"
     path.write_text(json.dumps(play))  # JSON is YAML
+    return ansible_playbook(aws, str(path))
+
+
+def ansible_playbook(aws, *args: str) -> Run:
     started = time.monotonic()
     completed = subprocess.run(
-        [_tool("ansible-playbook"), "-i", "localhost,", str(path)], cwd=REPO_ROOT, env=_env(aws),
+        [_tool("ansible-playbook"), "-i", "localhost,", "-e", f"ansible_python_interpreter={sys.executable}", *args],
+        cwd=REPO_ROOT, env=_env(aws),
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, check=False)
     return Run(completed, time.monotonic() - started)
 
@@ -207,7 +212,14 @@ def rescued(title: str, args: dict[str, Any], complaint: str) -> dict[str, Any]:
     }
 
 
-def test_bad_inputs_fail_before_any_change_and_a_failed_update_keeps_the_old_config(local_aws, tmp_path):
+def configure_task(title: str, **settings: Any) -> dict[str, Any]:
+    """Change the local AWS's settings from inside the play (tests/bench/moto_server.py control endpoint)."""
+    return {"name": title, "ansible.builtin.uri": {
+        "url": "{{ lookup('ansible.builtin.env', 'AWS_ENDPOINT_URL') }}/_llmserve/settings", "method": "POST",
+        "body_format": "json", "body": settings, "use_proxy": False}}
+
+
+def test_bad_input_failed_update_and_wait_timeout(local_aws, tmp_path):
     # Every class of bad input is unit-tested in-process (tests/unit/test_sagemaker_endpoint.py); these two go
     # through Ansible too.
     complaints = [
@@ -217,34 +229,44 @@ def test_bad_inputs_fail_before_any_change_and_a_failed_update_keeps_the_old_con
                                            container_startup_health_check_timeout=300),
          "too short for a 70.0B model"),
     ]
-    tasks = [rescued(title, args, complaint) for title, args, complaint in complaints]
-    tasks.append(module_task("create", BASE))
-    first = playbook(local_aws, tmp_path, tasks)
-    assert first.returncode == 0, first.stdout[-4000:] + first.stderr
-    for title, _args, _complaint in complaints:
-        assert first[title]["failed"] and "changes" not in first[title]  # failed before reading AWS
-    serving = first["create"]["endpoint_config_name"]
-
     reason = "The primary container for production variant AllTraffic did not pass the ping health check."
-    local_aws.configure(sagemaker_failure_reason=reason)
-    second = playbook(local_aws, tmp_path, [module_task("update", dict(BASE, image_uri=IMAGE_V2))])
+    tasks = [rescued(title, args, complaint) for title, args, complaint in complaints]
+    tasks += [
+        module_task("create", BASE),
+        configure_task("make SageMaker fail", sagemaker_failure_reason=reason),
+        rescued("update", dict(BASE, image_uri=IMAGE_V2), "SageMaker rolled back the update"),
+        configure_task("make SageMaker slow", sagemaker_failure_reason="", sagemaker_delay_s=60),
+        rescued("slow create", dict(BASE, name="slow", wait_timeout=2), "timed out after"),
+    ]
+    run = playbook(local_aws, tmp_path, tasks)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr
 
-    assert second.returncode == 2, second.stdout[-4000:]
-    failed = second["update"]
-    assert failed["failed"] and failed["failure_reason"] == reason
-    assert reason in failed["msg"] and f"still serves {serving}" in failed["msg"]
+    for title, _args, _complaint in complaints:
+        assert run[title]["failed"] and "changes" not in run[title]  # failed before reading AWS
+    serving = run["create"]["endpoint_config_name"]
+    failed = run["update"]
+    assert failed["failure_reason"] == reason and f"still serves {serving}" in failed["msg"]
     endpoint = local_aws.client("sagemaker").describe_endpoint(EndpointName="llm")
     assert (endpoint["EndpointStatus"], endpoint["EndpointConfigName"]) == ("InService", serving)
-    assert TOKEN not in first.stdout + first.stderr + second.stdout + second.stderr
+    message = run["slow create"]["msg"]
+    assert "(limit 2 s" in message and "last check: status Creating" in message, message
+    elapsed = float(message.split("timed out after ")[1].split(" s")[0])
+    assert 2 <= elapsed < 10
+    assert TOKEN not in run.stdout + run.stderr
 
 
-def test_wait_gives_up_at_its_timeout(local_aws, tmp_path):
-    local_aws.configure(sagemaker_delay_s=60)
-    run = playbook(local_aws, tmp_path, [module_task("create", dict(BASE, wait_timeout=2))])
+def test_the_playbook_serves_a_profile(local_aws):
+    run = ansible_playbook(
+        local_aws, "playbooks/sagemaker_endpoint.yml", "-e", "llmserve_model_size=70b",
+        "-e", "llmserve_model_uri=s3://llmserve-models/Llama-3.1-70B-Instruct", "-e", f"llmserve_sagemaker_role_arn={ROLE}",
+        "-e", f"llmserve_sagemaker_image_uri={IMAGE_V1}", "-e", "llmserve_sagemaker_wait_sleep=1")
 
-    assert run.returncode == 2
-    message = run["create"]["msg"]
-    assert "timed out after" in message and "(limit 2 s" in message and "last check: status Creating" in message
-    assert run.wall_s < 30
-    status = local_aws.client("sagemaker").describe_endpoint(EndpointName="llm")["EndpointStatus"]
-    assert status == "Creating"
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr
+    result = run["SageMaker endpoint llmserve-70b (70b profile)"]
+    assert result["endpoint_status"] == "InService"
+    (variant,) = result["variants"]
+    # The 70b profile: p4d.24xlarge, tensor parallel 8, and a startup timeout for a model above 13B.
+    assert (variant["instance_type"], variant["container_startup_health_check_timeout"]) == ("ml.p4d.24xlarge", 600)
+    model = result["diff"]["after"]["models"][variant["model_name"]]
+    assert model["environment"]["SM_NUM_GPUS"] == "8"
+    assert result["autoscaling"]["AllTraffic"]["metric"]["name"] == "GPUUtilization"
