@@ -274,8 +274,10 @@ notes:
     resources then wait for a later run.
 seealso:
   - name: Deploy models for real-time inference
+    description: SageMaker real-time endpoints, endpoint configs and production variants.
     link: https://docs.aws.amazon.com/sagemaker/latest/dg/realtime-endpoints-deploy-models.html
-  - name: Auto scaling of SageMaker endpoints
+  - name: Automatic scaling of Amazon SageMaker AI models
+    description: Scalable targets and target-tracking policies for endpoint variants.
     link: https://docs.aws.amazon.com/sagemaker/latest/dg/endpoint-auto-scaling.html
 """
 
@@ -391,7 +393,8 @@ scaling_policy_arns:
   returned: always
   type: dict
   sample:
-    AllTraffic: arn:aws:autoscaling:us-east-1:123456789012:scalingPolicy:abc:resource/sagemaker/endpoint/llama-70b/variant/AllTraffic:policyName/llmserve-target-tracking
+    AllTraffic: "arn:aws:autoscaling:us-east-1:123456789012:scalingPolicy:abc:resource/sagemaker/endpoint/llama-70b/\
+      variant/AllTraffic:policyName/llmserve-target-tracking"
 changes:
   description: The steps taken (in check mode, that would be taken), in order. Empty when nothing differs.
   returned: always

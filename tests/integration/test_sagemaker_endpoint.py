@@ -262,7 +262,8 @@ def test_the_playbook_serves_a_profile(local_aws):
         "-e", f"llmserve_sagemaker_image_uri={IMAGE_V1}", "-e", "llmserve_sagemaker_wait_sleep=1")
 
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr
-    result = run["SageMaker endpoint llmserve-70b (70b profile)"]
+    result = run["SageMaker endpoint from the profile 70b"]
+    assert result["endpoint_name"] == "llmserve-70b"
     assert result["endpoint_status"] == "InService"
     (variant,) = result["variants"]
     # The 70b profile: p4d.24xlarge, tensor parallel 8, and a startup timeout for a model above 13B.

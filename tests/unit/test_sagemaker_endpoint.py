@@ -218,8 +218,8 @@ def test_a_failed_endpoint_is_replaced_and_an_endpoint_moving_to_the_target_is_l
 def test_tags_are_added_and_removed_on_the_endpoint():
     target = desired.build(params(tags={"team": "ml", "cost": "llm"}))
     current = _current_for(target, tags={"team": "old", "stale": "x"})
-    assert endpoint.present_steps(current, target, True) == [("tag_endpoint", ["cost", "team"]),
-                                                              ("untag_endpoint", ["stale"])]
+    assert endpoint.present_steps(current, target, True) == [
+        ("tag_endpoint", ["cost", "team"]), ("untag_endpoint", ["stale"])]
 
 
 def test_absent_removes_scaling_before_the_endpoint_and_then_what_it_ran_on():

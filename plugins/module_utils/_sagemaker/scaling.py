@@ -27,8 +27,8 @@ def policy_configuration(endpoint_name, variant_name, autoscaling):
         "ScaleOutCooldown": int(autoscaling["scale_out_cooldown"]),
     }
     if metric.get("name"):
-        dimensions = metric.get("dimensions") or [{"name": "EndpointName", "value": endpoint_name},
-                                                   {"name": "VariantName", "value": variant_name}]
+        dimensions = metric.get("dimensions") or [
+            {"name": "EndpointName", "value": endpoint_name}, {"name": "VariantName", "value": variant_name}]
         configuration["CustomizedMetricSpecification"] = {
             "MetricName": metric["name"], "Namespace": metric["namespace"], "Statistic": metric["statistic"],
             "Dimensions": [{"Name": item["name"], "Value": item["value"]} for item in dimensions],
