@@ -49,77 +49,48 @@ def _none_if_missing(call, *args, **kwargs):
 # --- SageMaker --------------------------------------------------------------------------------------------------
 
 @_retry
-def _describe_endpoint(client, name):
-    return client.describe_endpoint(EndpointName=name)
+def _call(client, method, **kwargs):
+    return getattr(client, method)(**kwargs)
 
 
 def describe_endpoint(client, name):
-    return _none_if_missing(_describe_endpoint, client, name)
-
-
-@_retry
-def _describe_endpoint_config(client, name):
-    return client.describe_endpoint_config(EndpointConfigName=name)
+    return _none_if_missing(_call, client, "describe_endpoint", EndpointName=name)
 
 
 def describe_endpoint_config(client, name):
-    return _none_if_missing(_describe_endpoint_config, client, name)
-
-
-@_retry
-def _describe_model(client, name):
-    return client.describe_model(ModelName=name)
+    return _none_if_missing(_call, client, "describe_endpoint_config", EndpointConfigName=name)
 
 
 def describe_model(client, name):
-    return _none_if_missing(_describe_model, client, name)
+    return _none_if_missing(_call, client, "describe_model", ModelName=name)
 
 
-@_retry
 def create_model(client, request):
-    return client.create_model(**request)
+    return _call(client, "create_model", **request)
 
 
-@_retry
 def create_endpoint_config(client, request):
-    return client.create_endpoint_config(**request)
+    return _call(client, "create_endpoint_config", **request)
 
 
-@_retry
 def create_endpoint(client, name, config_name, tags):
-    return client.create_endpoint(EndpointName=name, EndpointConfigName=config_name, Tags=tags)
+    return _call(client, "create_endpoint", EndpointName=name, EndpointConfigName=config_name, Tags=tags)
 
 
-@_retry
 def update_endpoint(client, name, config_name):
-    return client.update_endpoint(EndpointName=name, EndpointConfigName=config_name)
-
-
-@_retry
-def _delete_endpoint(client, name):
-    return client.delete_endpoint(EndpointName=name)
+    return _call(client, "update_endpoint", EndpointName=name, EndpointConfigName=config_name)
 
 
 def delete_endpoint(client, name):
-    _none_if_missing(_delete_endpoint, client, name)
-
-
-@_retry
-def _delete_endpoint_config(client, name):
-    return client.delete_endpoint_config(EndpointConfigName=name)
+    _none_if_missing(_call, client, "delete_endpoint", EndpointName=name)
 
 
 def delete_endpoint_config(client, name):
-    _none_if_missing(_delete_endpoint_config, client, name)
-
-
-@_retry
-def _delete_model(client, name):
-    return client.delete_model(ModelName=name)
+    _none_if_missing(_call, client, "delete_endpoint_config", EndpointConfigName=name)
 
 
 def delete_model(client, name):
-    _none_if_missing(_delete_model, client, name)
+    _none_if_missing(_call, client, "delete_model", ModelName=name)
 
 
 @_retry
@@ -186,24 +157,14 @@ def put_scaling_policy(client, resource_id, policy_name, configuration):
                                      TargetTrackingScalingPolicyConfiguration=configuration)
 
 
-@_retry
-def _delete_scaling_policy(client, resource_id, policy_name):
-    client.delete_scaling_policy(PolicyName=policy_name, ServiceNamespace=SAGEMAKER_NAMESPACE,
-                                 ResourceId=resource_id, ScalableDimension=VARIANT_DIMENSION)
-
-
 def delete_scaling_policy(client, resource_id, policy_name):
-    _none_if_missing(_delete_scaling_policy, client, resource_id, policy_name)
-
-
-@_retry
-def _deregister_scalable_target(client, resource_id):
-    client.deregister_scalable_target(ServiceNamespace=SAGEMAKER_NAMESPACE, ResourceId=resource_id,
-                                      ScalableDimension=VARIANT_DIMENSION)
+    _none_if_missing(_call, client, "delete_scaling_policy", PolicyName=policy_name,
+                     ServiceNamespace=SAGEMAKER_NAMESPACE, ResourceId=resource_id, ScalableDimension=VARIANT_DIMENSION)
 
 
 def deregister_scalable_target(client, resource_id):
-    _none_if_missing(_deregister_scalable_target, client, resource_id)
+    _none_if_missing(_call, client, "deregister_scalable_target", ServiceNamespace=SAGEMAKER_NAMESPACE,
+                     ResourceId=resource_id, ScalableDimension=VARIANT_DIMENSION)
 
 
 def _list_names(method, key, name_key, contains):
