@@ -142,7 +142,7 @@ def local_aws(aws_clean):
 
 def test_lifecycle_is_idempotent_at_every_step(local_aws, tmp_path):
     scaled = dict(BASE, autoscaling=SCALING)
-    # A new image and environment together (each alone renames the model: tests/unit/test_sagemaker_endpoint.py).
+    # A new image and environment together (each alone renames the model: tests/unit/test_sagemaker_endpoint_logic.py).
     new_image = dict(scaled, image_uri=IMAGE_V2, environment={"MAX_INPUT_TOKENS": "4096", "MAX_TOTAL_TOKENS": "8192"})
     bigger = dict(new_image, instance_type="ml.g5.2xlarge")
     gpu_scaled = dict(bigger, autoscaling=GPU_SCALING)
@@ -220,7 +220,7 @@ def configure_task(title: str, **settings: Any) -> dict[str, Any]:
 
 
 def test_bad_input_failed_update_and_wait_timeout(local_aws, tmp_path):
-    # Every class of bad input is unit-tested in-process (tests/unit/test_sagemaker_endpoint.py); these two go
+    # Every class of bad input is unit-tested in-process (tests/unit/test_sagemaker_endpoint_logic.py); these two go
     # through Ansible too.
     complaints = [
         ("role of another service", dict(BASE, execution_role_arn="arn:aws:sts::123456789012:assumed-role/x/y"),
