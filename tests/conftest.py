@@ -73,11 +73,11 @@ class LocalAws:
         """Clear all moto state and restore the server's start-up settings."""
         self._request("POST", "/moto-api/reset")
 
-    def settings(self) -> dict[str, float]:
+    def settings(self) -> dict[str, float | str]:
         return self._request("GET", "/_llmserve/settings")
 
-    def configure(self, **changes: float) -> dict[str, float]:
-        """Change transition timings (see tests/bench/moto_ext/settings.py) until the next reset."""
+    def configure(self, **changes: float | str) -> dict[str, float | str]:
+        """Change transition timings or forced failures (see tests/bench/moto_ext/settings.py) until the next reset."""
         return self._request("POST", "/_llmserve/settings", changes)
 
     def inject_fault(self, action: str, kind: str, **options: Any) -> dict[str, Any]:

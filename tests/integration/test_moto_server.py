@@ -247,6 +247,53 @@ def test_deleted_endpoint_is_deleting_then_gone(aws_clean):
         sagemaker.describe_endpoint(EndpointName="llm")
 
 
+def test_forced_failure_fails_a_create_and_rolls_back_an_update(aws_clean):
+    # moto lags: nothing ever fails. AWS: a failed create ends Failed; a failed update rolls back to the old
+    # config, InService; both with a FailureReason.
+    sagemaker = aws_clean.client("sagemaker")
+    make_endpoint_config(sagemaker, "blue")
+    make_endpoint_config(sagemaker, "green", "ml.g5.xlarge")
+    aws_clean.configure(sagemaker_delay_s=0)
+    sagemaker.create_endpoint(EndpointName="llm", EndpointConfigName="blue")
+    aws_clean.configure(sagemaker_delay_s=0.3, sagemaker_failure_reason="health check failed")
+
+    sagemaker.update_endpoint(EndpointName="llm", EndpointConfigName="green")
+    wait_for(endpoint_status(sagemaker, "llm"), lambda status: status != "Updating")
+    rolled_back = sagemaker.describe_endpoint(EndpointName="llm")
+    sagemaker.create_endpoint(EndpointName="other", EndpointConfigName="green")
+    status, _elapsed = wait_for(endpoint_status(sagemaker, "other"), lambda status: status != "Creating")
+
+    assert (rolled_back["EndpointStatus"], rolled_back["EndpointConfigName"]) == ("InService", "blue")
+    assert rolled_back["FailureReason"] == "health check failed"
+    assert status == "Failed"
+    assert sagemaker.describe_endpoint(EndpointName="other")["FailureReason"] == "health check failed"
+
+
+def test_instance_type_change_under_autoscaling_is_refused(aws_clean):
+    # moto lags: UpdateEndpoint ignores Application Auto Scaling. AWS refuses to change the instance type of a
+    # variant registered as a scalable target.
+    sagemaker = aws_clean.client("sagemaker")
+    make_endpoint_config(sagemaker, "small", "ml.g5.xlarge")
+    make_endpoint_config(sagemaker, "big", "ml.g5.2xlarge")
+    aws_clean.configure(sagemaker_delay_s=0)
+    sagemaker.create_endpoint(EndpointName="llm", EndpointConfigName="small")
+    aws_clean.client("application-autoscaling").register_scalable_target(
+        ServiceNamespace="sagemaker", ResourceId="endpoint/llm/variant/primary",
+        ScalableDimension="sagemaker:variant:DesiredInstanceCount", MinCapacity=1, MaxCapacity=2)
+
+    with pytest.raises(ClientError, match="must be deregistered as scalable targets"):
+        sagemaker.update_endpoint(EndpointName="llm", EndpointConfigName="big")
+    assert sagemaker.describe_endpoint(EndpointName="llm")["EndpointConfigName"] == "small"
+
+
+def test_failure_reason_setting_takes_text_only(aws_clean):
+    for bad in ({"sagemaker_failure_reason": 3}, {"sagemaker_failure_reason": "two\nlines"}):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            aws_clean.configure(**bad)
+        assert refused.value.code == 400
+    assert aws_clean.settings()["sagemaker_failure_reason"] == ""
+
+
 @pytest.mark.parametrize(
     "instance_type",
     ["ml.g5.12xlarge", "ml.g6.xlarge", "ml.g6e.48xlarge", "ml.p4d.24xlarge", "ml.p5.48xlarge", "ml.inf2.48xlarge"],

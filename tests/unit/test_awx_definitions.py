@@ -131,6 +131,7 @@ def test_one_job_template_per_playbook():
         "playbooks/serve_405b.yml",
         "playbooks/rolling_update.yml",
         "playbooks/drill_spot_interruption.yml",
+        "playbooks/sagemaker_endpoint.yml",
     ]
     names = [template["name"] for template in JOB_TEMPLATES]
     assert len(set(names)) == len(names)

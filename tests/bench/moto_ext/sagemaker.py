@@ -6,6 +6,11 @@ What moto lags on (measured with moto 5.2.5 server mode, boto3 1.44.8):
 - UpdateEndpointWeightsAndCapacities flips through `Updating` inside one call, so nobody ever sees it.
 - DeleteEndpoint removes the endpoint at once; AWS shows `Deleting` first.
 - CreateEndpoint over an existing name silently replaces it; AWS refuses.
+- Nothing ever fails: AWS ends a CreateEndpoint whose container never gets healthy in `Failed`, and rolls a
+  failed UpdateEndpoint back (`InService` on the previous config), each with a FailureReason. The setting
+  `sagemaker_failure_reason` (settings.py) makes the transitions started while it is set end that way.
+- UpdateEndpoint ignores Application Auto Scaling: AWS refuses an update that changes the instance type of a
+  variant registered as a scalable target (deregister it first, re-register after).
 - CreateEndpointConfig rejects the GPU/accelerator instance types used to serve LLMs (ml.g5, ml.g6, ml.g6e,
   ml.p4d, ml.p5, ml.inf2, ...) because moto validates against an old hard-coded list.
 
@@ -18,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from moto.core.responses import ActionResult
+from moto.applicationautoscaling.models import applicationautoscaling_backends
 from moto.core.utils import utcnow
 from moto.sagemaker.exceptions import ValidationError
 from moto.sagemaker.models import FakeEndpoint, FakeEndpointConfig, SageMakerModelBackend
@@ -49,6 +55,8 @@ class _Transition:
     # UpdateEndpoint: the config the endpoint switches to when done, held from the call on (AWS copies the
     # config at UpdateEndpoint, so deleting it afterwards does not disturb the update).
     new_config: FakeEndpointConfig | None = None
+    # Non-empty: the transition fails with this reason (from settings.sagemaker_failure_reason at the call).
+    failure_reason: str = ""
 
 
 def _pending(backend: SageMakerModelBackend) -> dict[str, _Transition]:
@@ -76,11 +84,18 @@ def _finish(backend: SageMakerModelBackend, name: str, transition: _Transition) 
     if transition.status == "Deleting":
         del backend.endpoints[name]
         return
+    endpoint.pending_deployment_summary = None
+    endpoint.last_modified_time = utcnow()
+    if transition.failure_reason:
+        # Restores: a failed create ends `Failed`; a failed update rolls back, so the endpoint keeps serving
+        # its previous config, `InService`; both carry the reason.
+        endpoint.failure_reason = transition.failure_reason
+        endpoint.endpoint_status = "Failed" if transition.status == "Creating" else "InService"
+        return
     if transition.new_config is not None:
         _switch_to_config(endpoint, transition.new_config)
-    endpoint.pending_deployment_summary = None
+    endpoint.failure_reason = None
     endpoint.endpoint_status = "InService"
-    endpoint.last_modified_time = utcnow()
 
 
 def settle(backend: SageMakerModelBackend) -> None:
@@ -130,7 +145,14 @@ def _patch_backend() -> None:
                     message=f'Cannot create already existing endpoint "{_endpoint_arn(self, endpoint_name)}".'
                 )
             endpoint = original_create(self, endpoint_name, endpoint_config_name, tags)
-            _begin(self, endpoint, _Transition("Creating", now() + current().sagemaker_delay_s))
+            settings = current()
+            _begin(
+                self,
+                endpoint,
+                _Transition(
+                    "Creating", now() + settings.sagemaker_delay_s, failure_reason=settings.sagemaker_failure_reason
+                ),
+            )
             return endpoint
 
     def delete_endpoint(self: SageMakerModelBackend, endpoint_name: str) -> None:
@@ -164,6 +186,7 @@ def _patch_backend() -> None:
                     message=f"Could not find endpoint configuration '{_config_arn(self, endpoint_config_name)}'."
                 )
             _refuse_unless_in_service(self, endpoint)
+            _refuse_instance_type_change_under_autoscaling(self, endpoint, config)
             endpoint.pending_deployment_summary = {
                 "EndpointConfigName": endpoint_config_name,
                 "ProductionVariants": [
@@ -182,10 +205,16 @@ def _patch_backend() -> None:
                 ],
                 "StartTime": utcnow(),
             }
+            settings = current()
             _begin(
                 self,
                 endpoint,
-                _Transition("Updating", now() + current().sagemaker_delay_s, new_config=config),
+                _Transition(
+                    "Updating",
+                    now() + settings.sagemaker_delay_s,
+                    new_config=config,
+                    failure_reason=settings.sagemaker_failure_reason,
+                ),
             )
             return endpoint.arn
 
@@ -215,6 +244,34 @@ def _refuse_unless_in_service(backend: SageMakerModelBackend, endpoint: FakeEndp
     if endpoint.endpoint_status != "InService":
         raise ValidationError(
             message=f'Cannot update in-progress endpoint "{_endpoint_arn(backend, endpoint.endpoint_name)}".'
+        )
+
+
+VARIANT_SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
+
+
+def _refuse_instance_type_change_under_autoscaling(
+    backend: SageMakerModelBackend, endpoint: FakeEndpoint, new_config: FakeEndpointConfig
+) -> None:
+    """Restores: "If the update would change the instance type for any model that is a target for automatic
+    scaling, the update fails" (SageMaker developer guide, "Update endpoints that use auto scaling")."""
+    current_config = backend.endpoint_configs.get(endpoint.endpoint_config_name)
+    if current_config is None:
+        return
+    scaling = applicationautoscaling_backends[backend.account_id][backend.region_name]
+    registered = scaling.targets.get(VARIANT_SCALABLE_DIMENSION, {})
+    new_types = {variant["VariantName"]: variant.get("InstanceType") for variant in new_config.production_variants}
+    blocked = [
+        variant["VariantName"]
+        for variant in current_config.production_variants
+        if f"endpoint/{endpoint.endpoint_name}/variant/{variant['VariantName']}" in registered
+        and variant["VariantName"] in new_types
+        and new_types[variant["VariantName"]] != variant.get("InstanceType")
+    ]
+    if blocked:
+        raise ValidationError(
+            message=f"The variant(s) {blocked} must be deregistered as scalable targets with AWS Application Auto "
+            "Scaling before their instance type can be updated."
         )
 
 

@@ -37,6 +37,11 @@ class Settings:
     # DeregisterTargets -> `draining` for the target group's deregistration_delay.timeout_seconds, but never
     # longer than this cap (AWS's default delay is 300 s). Negative: no cap.
     elb_drain_cap_s: float = -1.0
+    # Non-empty: every CreateEndpoint/UpdateEndpoint started while it is set fails with this FailureReason when
+    # its transition ends (a container that never passes its health check, a quota refusal...). Real AWS: a
+    # failed CreateEndpoint ends `Failed`; a failed UpdateEndpoint rolls back and stays `InService` on the
+    # previous config, with the reason in FailureReason. Empty: transitions succeed.
+    sagemaker_failure_reason: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -46,10 +51,10 @@ class Settings:
             variable = ENV_PREFIX + field.name.upper()
             raw = environ.get(variable)
             if raw not in (None, ""):
-                values[field.name] = _parse_seconds(variable, raw, allow_negative=field.name == "elb_drain_cap_s")
+                values[field.name] = _parse(field.name, variable, raw)
         return cls(**values)
 
-    def as_dict(self) -> dict[str, float]:
+    def as_dict(self) -> dict[str, float | str]:
         return asdict(self)
 
     def update(self, changes: dict[str, object]) -> None:
@@ -58,10 +63,7 @@ class Settings:
         unknown = sorted(set(changes) - known)
         if unknown:
             raise ValueError(f"unknown settings {unknown}; known: {sorted(known)}")
-        parsed = {
-            name: _parse_seconds(name, value, allow_negative=name == "elb_drain_cap_s")
-            for name, value in changes.items()
-        }
+        parsed = {name: _parse(name, name, value) for name, value in changes.items()}
         for name, value in parsed.items():
             setattr(self, name, value)
 
@@ -69,6 +71,25 @@ class Settings:
         if self.elb_drain_cap_s < 0:
             return deregistration_delay_s
         return min(deregistration_delay_s, self.elb_drain_cap_s)
+
+
+# Settings that hold text rather than seconds.
+_TEXT_SETTINGS = frozenset({"sagemaker_failure_reason"})
+_TEXT_MAX_LENGTH = 1024  # AWS's FailureReason limit
+
+
+def _parse(field_name: str, label: str, raw: object) -> float | str:
+    if field_name in _TEXT_SETTINGS:
+        return _parse_text(label, raw)
+    return _parse_seconds(label, raw, allow_negative=field_name == "elb_drain_cap_s")
+
+
+def _parse_text(name: str, raw: object) -> str:
+    if not isinstance(raw, str):
+        raise ValueError(f"{name}: expected text, got {raw!r}")
+    if len(raw) > _TEXT_MAX_LENGTH or any(ord(char) < 32 for char in raw):
+        raise ValueError(f"{name}: expected at most {_TEXT_MAX_LENGTH} printable characters, got {raw!r}")
+    return raw
 
 
 def _parse_seconds(name: str, raw: object, *, allow_negative: bool) -> float:
