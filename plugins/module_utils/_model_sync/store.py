@@ -415,8 +415,8 @@ class ModelStore(object):
         without this collection's manifest (someone else's: only what the module wrote is removed)."""
         current = self._current_name()
         try:
-            names = [n for n in os.listdir(self.versions) if os.path.isdir(os.path.join(self.versions, n))
-                     and os.path.isfile(os.path.join(self.versions, n, mm.MANIFEST_NAME))]
+            # Only folders holding this collection's manifest are versions it wrote.
+            names = [n for n in os.listdir(self.versions) if os.path.isfile(os.path.join(self.versions, n, mm.MANIFEST_NAME))]
         except OSError:
             return []
         names.sort(key=lambda n: os.stat(os.path.join(self.versions, n)).st_mtime, reverse=True)
