@@ -298,9 +298,8 @@ def _argument_errors(params):
     if params["nvidia_smi_path"] is not None:
         errors.append(grammar.absolute_path("nvidia_smi_path", params["nvidia_smi_path"]))
     visible = params["cuda_visible_devices"]
-    bad_visible = visible is not None and any((grammar.control_character("cuda_visible_devices", visible),
-                                                not _VISIBLE_DEVICES.fullmatch(visible)))
-    if bad_visible:
+    if visible is not None and not _VISIBLE_DEVICES.fullmatch(visible):
+        # The grammar admits no control character either.
         errors.append("cuda_visible_devices %r must be a comma-separated list of GPU indexes or UUIDs "
                       "(like 0,1 or GPU-8c3e...,MIG-...)" % (visible,))
     return [error for error in errors if error]
