@@ -48,6 +48,7 @@ IMMUTABLE_FIELDS = (
     ("valid_until", "ValidUntil"),
     ("launch_template", "LaunchTemplateSpecification"),
     ("overrides", "Overrides"),
+    ("tags", "Tags"),
 )
 # What AWS assumes when a request leaves a field out, so an omitted field and its default compare equal.
 AWS_DEFAULTS = {
@@ -115,6 +116,10 @@ def validate(params):
         if CONTROL_CHARACTERS.search(text):
             raise FleetInputError("%s contains a control character (%r): remove it" % (path[len("params."):], text))
     _require(NAME_RE, params["name"], "name", "llmserve-7b (letters, digits, . _ -, at most 100)")
+    if params.get("wait_timeout") is not None and params["wait_timeout"] <= 0:
+        raise FleetInputError("wait_timeout=%s must be a positive number of seconds" % params["wait_timeout"])
+    if params.get("wait_sleep") is not None and params["wait_sleep"] < 0:
+        raise FleetInputError("wait_sleep=%s must not be negative" % params["wait_sleep"])
     if params["state"] == "absent":
         return
     if params.get("target_capacity") is None:
@@ -226,18 +231,31 @@ def _normal_value(key, value):
         return moment.astimezone(datetime.timezone.utc).replace(microsecond=0).isoformat()
     if key == "Overrides":
         return [dict((k, float(v) if k in ("WeightedCapacity", "Priority") else v) for k, v in o.items()) for o in value]
+    if key == "Tags":
+        return dict((t["Key"], t["Value"]) for t in value)
     if key == "LaunchTemplateSpecification":
         return dict((k, str(v)) for k, v in value.items())
     return value
 
 
 def immutable_view(config):
-    """The fields of a SpotFleetRequestConfig that cannot change in place, normalised for comparison."""
+    """The fields of a request that cannot change in place, normalised for comparison.
+
+    config: a SpotFleetRequestConfig, with the request's Tags added under "Tags" for a live one.
+    Tags count as immutable here: EC2 CreateTags on a Spot Fleet request is not applied by the local AWS this
+    collection is tested on, so an in-place tag change could not be proven; replacing the fleet is.
+    """
     template_config = (config.get("LaunchTemplateConfigs") or [{}])[0]
     view = {}
     for option, key in IMMUTABLE_FIELDS:
-        raw = template_config.get(key) if key in ("LaunchTemplateSpecification", "Overrides") else config.get(key)
-        if key == "Overrides" and raw is None:
+        if key in ("LaunchTemplateSpecification", "Overrides"):
+            raw = template_config.get(key)
+        elif key == "Tags":
+            # A live request's tags sit beside its config; a wanted config carries them as TagSpecifications.
+            raw = config.get("Tags") or [t for s in config.get("TagSpecifications") or [] for t in s["Tags"]]
+        else:
+            raw = config.get(key)
+        if key in ("Overrides", "Tags") and raw is None:
             raw = []
         view[option] = _normal_value(key, raw)
     return view
@@ -248,11 +266,14 @@ def immutable_differences(current_config, wanted_config, template_id=None):
     current, wanted = immutable_view(current_config), immutable_view(wanted_config)
     current_template = dict(current["launch_template"] or {})
     wanted_template = dict(wanted["launch_template"] or {})
-    if template_id and "LaunchTemplateName" in wanted_template:
+    # AWS echoes the template as it was given (by id or by name): a name the wanted one shares is that template.
+    wanted_name = wanted_template.pop("LaunchTemplateName", None)
+    if wanted_name is not None:
         wanted_template["LaunchTemplateId"] = template_id
-    for spec in (current_template, wanted_template):
-        if "LaunchTemplateId" in spec:
-            spec.pop("LaunchTemplateName", None)
+    if wanted_name is not None and current_template.get("LaunchTemplateName") == wanted_name:
+        del current_template["LaunchTemplateName"]
+        current_template["LaunchTemplateId"] = template_id
+    current_template.pop("LaunchTemplateName", None) if "LaunchTemplateId" in current_template else None
     current["launch_template"], wanted["launch_template"] = current_template, wanted_template
     return [option for option, _key in IMMUTABLE_FIELDS if current[option] != wanted[option]]
 
