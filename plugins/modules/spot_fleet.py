@@ -164,22 +164,16 @@ EXAMPLES = r"""
         subnet_id: subnet-0123456789abcdef0
     allocation_strategy: capacityOptimized
 
-- name: Resize in place
+- name: Resize in place (every other option as at creation; only the capacities may differ)
   llmserve.aws.spot_fleet:
     name: llmserve-7b
     target_capacity: 2
     on_demand_target_capacity: 1
-    iam_fleet_role: arn:aws:iam::123456789012:role/aws-ec2-spot-fleet-tagging-role
+    iam_fleet_role: "{{ fleet_role_arn }}"
     launch_template:
       name: llmserve-7b
       version: $Latest
-    overrides:
-      - instance_type: g5.xlarge
-        weighted_capacity: 1
-        subnet_id: subnet-0123456789abcdef0
-      - instance_type: g5.2xlarge
-        weighted_capacity: 1
-        subnet_id: subnet-0123456789abcdef0
+    overrides: "{{ fleet_overrides }}"
     allocation_strategy: capacityOptimized
 
 - name: Cancel it and terminate its instances

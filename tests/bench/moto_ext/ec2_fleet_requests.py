@@ -91,6 +91,17 @@ def _terminate(fleet: SpotFleetRequest, instances: list[Any]) -> None:
         fleet.ec2_backend.terminate_instances([i.id for i in instances])
 
 
+def _newest_beyond(fleet: SpotFleetRequest, instances: list[Any], have: float, target: float) -> tuple[list[Any], float]:
+    """The newest instances whose weight is above target (AWS scales in newest first), and what is left."""
+    excess = []
+    for instance in reversed(instances):
+        weight = _weight_of(fleet, instance)
+        if have - weight >= target:
+            excess.append(instance)
+            have -= weight
+    return excess, have
+
+
 def _rebalance(fleet: SpotFleetRequest) -> None:
     """Move the on-demand base to its target, then Spot to the rest of TargetCapacity (newest leave first)."""
     on_demand_target = min(fleet.on_demand_target_capacity, fleet.target_capacity)
@@ -102,12 +113,7 @@ def _rebalance(fleet: SpotFleetRequest) -> None:
         fleet.on_demand_instances.append(instance)
         fleet.fulfilled_capacity += pool.weighted_capacity
         have += pool.weighted_capacity
-    excess = []
-    for instance in reversed(on_demand):
-        weight = _weight_of(fleet, instance)
-        if have - weight >= on_demand_target:
-            excess.append(instance)
-            have -= weight
+    excess, have = _newest_beyond(fleet, on_demand, have, on_demand_target)
     _terminate(fleet, excess)
     spot_target = fleet.target_capacity - have
     spot = [r.instance for r in fleet.spot_requests if _live(r.instance)]
@@ -115,13 +121,7 @@ def _rebalance(fleet: SpotFleetRequest) -> None:
     if spot_have < spot_target:
         ec2._create_spot_requests(fleet, spot_target - spot_have)
         return
-    excess = []
-    for instance in reversed(spot):
-        weight = _weight_of(fleet, instance)
-        if spot_have - weight >= spot_target:
-            excess.append(instance)
-            spot_have -= weight
-    _terminate(fleet, excess)
+    _terminate(fleet, _newest_beyond(fleet, spot, spot_have, spot_target)[0])
 
 
 def _patch_fleet() -> None:
