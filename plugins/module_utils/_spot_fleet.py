@@ -79,14 +79,11 @@ class FleetInputError(Exception):
 def _walk_strings(value, path):
     if isinstance(value, dict):
         for key, item in value.items():
-            for found in _walk_strings(key, "%s key" % path):
-                yield found
-            for found in _walk_strings(item, "%s.%s" % (path, key)):
-                yield found
+            yield from _walk_strings(key, "%s key" % path)
+            yield from _walk_strings(item, "%s.%s" % (path, key))
     elif isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
-            for found in _walk_strings(item, "%s[%d]" % (path, index)):
-                yield found
+            yield from _walk_strings(item, "%s[%d]" % (path, index))
     elif isinstance(value, str):
         yield path, value
 

@@ -294,11 +294,11 @@ def _preflight(module, ec2, iam):
     if unknown:
         module.fail_json(msg="overrides name instance type(s) EC2 does not offer in %s: %s; fix the instance_type "
                              "(aws ec2 describe-instance-types lists them)" % (module.region, ", ".join(unknown)))
-    template_id = sf.launch_template_id(ec2, params["launch_template"])
+    template = params["launch_template"]
+    template_id = sf.launch_template_id(ec2, template)
     if template_id is None:
         module.fail_json(msg="launch_template %s: no such launch template; create it first "
-                             "(amazon.aws.ec2_launch_template)" % (params["launch_template"].get("id")
-                                                                    or params["launch_template"].get("name")))
+                             "(amazon.aws.ec2_launch_template)" % (template.get("id") or template.get("name")))
     return template_id
 
 

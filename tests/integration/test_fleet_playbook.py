@@ -99,7 +99,7 @@ def test_fleet_converges_is_idempotent_and_resizes_in_place(network):
     assert _fleet(aws, extra_vars)[0] == 0
     assert len(ec2.describe_launch_template_versions(LaunchTemplateName="llmserve-7b")["LaunchTemplateVersions"]) == 1
 
-    changed, _ = _fleet(aws, dict(extra_vars, llmserve_fleet_target_capacity=2))
+    changed = _fleet(aws, dict(extra_vars, llmserve_fleet_target_capacity=2))[0]
     assert changed == 1
     after = ec2.describe_spot_fleet_requests()["SpotFleetRequestConfigs"]
     assert [f["SpotFleetRequestId"] for f in after] == [fleets[0]["SpotFleetRequestId"]]

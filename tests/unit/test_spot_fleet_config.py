@@ -49,8 +49,8 @@ def test_aws_defaults_and_number_forms_compare_equal():
 
 def test_template_given_by_name_matches_the_same_template_echoed_by_id():
     current = live(sf.desired_config(params(), 0))
-    current["LaunchTemplateConfigs"][0]["LaunchTemplateSpecification"] = {"LaunchTemplateId": "lt-1",
-                                                                         "Version": "$Latest"}
+    echoed_by_id = {"LaunchTemplateId": "lt-1", "Version": "$Latest"}
+    current["LaunchTemplateConfigs"][0]["LaunchTemplateSpecification"] = echoed_by_id
     assert sf.immutable_differences(current, sf.desired_config(params(), 0), "lt-1") == []
     assert sf.immutable_differences(current, sf.desired_config(params(), 0), "lt-2") == ["launch_template"]
 
