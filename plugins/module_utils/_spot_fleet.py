@@ -35,6 +35,8 @@ INSTANCE_TYPE_RE = r"[a-z][a-z0-9-]*\.[a-z0-9]+"
 SUBNET_ID_RE = r"subnet-[0-9a-f]{8,17}"
 AVAILABILITY_ZONE_RE = r"[a-z]{2}(?:-[a-z]+)+-[0-9][a-z]"
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+FLEET_OPTIONS = ("name", "state", "iam_fleet_role", "launch_template", "overrides", "allocation_strategy",
+                 "on_demand_allocation_strategy", "fleet_type", "instance_interruption_behavior", "valid_until", "tags")
 
 # Module option -> the SpotFleetRequestConfig key it sets, for the fields AWS cannot change on a live request.
 IMMUTABLE_FIELDS = (
@@ -109,7 +111,9 @@ def parse_valid_until(text):
 
 def validate(params):
     """Every check that needs no AWS call; raises FleetInputError naming the parameter and the fix."""
-    for path, text in _walk_strings(params, "params"):
+    # Only this module's own options: the AWS connection options carry secrets, which no message may repeat.
+    own = dict((key, params.get(key)) for key in FLEET_OPTIONS)
+    for path, text in _walk_strings(own, "params"):
         if CONTROL_CHARACTERS.search(text):
             raise FleetInputError("%s contains a control character (%r): remove it" % (path[len("params."):], text))
     _require(NAME_RE, params["name"], "name", "llmserve-7b (letters, digits, . _ -, at most 100)")

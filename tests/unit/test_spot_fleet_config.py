@@ -104,5 +104,10 @@ def test_validation_names_the_parameter(changes, message):
     assert message in str(error.value)
 
 
+def test_connection_secrets_are_not_checked_or_repeated():
+    # AWS connection options are Ansible's to validate; a message quoting them would leak a secret.
+    sf.validate(params(secret_key="s3cr\x01t"))
+
+
 def test_absent_needs_only_a_valid_name():
     sf.validate({"name": "llmserve-7b", "state": "absent"})
