@@ -202,8 +202,13 @@ def fleet(aws_clean) -> dict[str, Any]:
     east.stop_instances(InstanceIds=stopped)
 
     west_subnet = _subnet(west, "10.1.0.0/16", "10.1.1.0/24", "us-west-2a")
+    # Reached through SSM Session Manager: the tag names the connection's S3 transfer bucket.
     serving_405b = _launch(
-        west, west_subnet, 1, "p5.48xlarge", _tags(**{"llmserve:role": "vllm", "llmserve:model-size": "405b"})
+        west,
+        west_subnet,
+        1,
+        "p5.48xlarge",
+        _tags(**{"llmserve:role": "vllm", "llmserve:model-size": "405b", "llmserve:ssm-bucket": "llmserve-ssm"}),
     )
 
     ips = _private_ips(east) | _private_ips(west)
@@ -301,6 +306,14 @@ def test_list_sets_connection_address_and_profile_variables(fleet, aws_clean):
     for host in fleet["70b"]:
         assert hostvars[host]["ec2_tags"][FLEET_TAG] == fleet["fleet_id"]
     assert set(inventory["model_size_7b"]["hosts"]) == fleet["7b"]
+    # community.aws.aws_ssm's variables for every host; the connection itself only for the tagged ones.
+    for host, instance_id in fleet["ids"].items():
+        assert hostvars[host]["ansible_aws_ssm_instance_id"] == instance_id
+        assert hostvars[host]["ansible_aws_ssm_region"] == ("us-west-2" if host in fleet["405b"] else "us-east-1")
+        assert hostvars[host]["ansible_aws_ssm_bucket_name"] == ("llmserve-ssm" if host in fleet["405b"] else "")
+    assert set(inventory["connection_ssm"]["hosts"]) == fleet["405b"]
+    group_vars = yaml.safe_load((INVENTORY.parent / "group_vars" / "connection_ssm.yml").read_text())
+    assert group_vars == {"ansible_connection": "community.aws.aws_ssm"}
 
 
 def test_groups_combine_in_host_patterns(fleet, aws_clean):

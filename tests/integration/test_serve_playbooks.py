@@ -46,8 +46,18 @@ def test_host_of_another_instance_type_fails_before_any_role():
     result = run_serve_on_localhost("-e", "ec2_instance_type=p4d.24xlarge")
     out = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "is a p4d.24xlarge, but the 7b profile is sized for g5.xlarge" in out
+    assert "is a p4d.24xlarge, but the 7b profile is served by g5.xlarge, g5.2xlarge, g5.4xlarge" in out
     assert "TASK [llmserve.aws.gpu_check" not in out
+
+
+def test_host_of_another_type_of_the_profiles_fleet_passes_the_plan():
+    # A mixed fleet: a g5.2xlarge (same single A10G) serves the 7b profile too. Check mode stops it at the GPU
+    # check, which needs a real GPU; what matters is that the instance-type assertion let it through.
+    result = run_serve_on_localhost("-e", "ec2_instance_type=g5.2xlarge", "--check")
+    out = result.stdout + result.stderr
+    assert "Plan - the host is one of the instance types that serve this profile" in out
+    assert "is a g5.2xlarge, but" not in out
+    assert "TASK [llmserve.aws.gpu_check" in out
 
 
 def test_survey_size_that_contradicts_the_playbook_fails():

@@ -20,7 +20,12 @@ EE = yaml.safe_load(EE_FILE.read_text())
 GALAXY = yaml.safe_load((REPO_ROOT / "galaxy.yml").read_text())
 AWS_INVENTORY = yaml.safe_load((REPO_ROOT / "inventories" / "aws_ec2.yml").read_text())
 
-QUESTIONS = [SURVEY["llmserve_awx_model_size_question"], SURVEY["llmserve_awx_model_uri_question"]]
+QUESTIONS = [
+    SURVEY["llmserve_awx_model_size_question"],
+    SURVEY["llmserve_awx_model_uri_question"],
+    SURVEY["llmserve_awx_target_group_arns_question"],
+    SURVEY["llmserve_awx_api_key_question"],
+]
 SIZE_CHOICES = SURVEY["llmserve_awx_model_size_question"]["choices"]
 URI_PATTERN = re.compile(SURVEY["llmserve_awx_model_uri_pattern"])
 AWX_QUESTION_TYPES = {"text", "textarea", "password", "integer", "float", "multiplechoice", "multiselect"}
@@ -65,10 +70,16 @@ def test_question_is_one_awx_accepts(question):
 
 def test_survey_asks_each_variable_once():
     variables = [question["variable"] for question in QUESTIONS]
-    assert variables == ["llmserve_model_size", "llmserve_model_uri"]
-    assert all(question["required"] for question in QUESTIONS)
+    assert variables == ["llmserve_model_size", "llmserve_model_uri", "llmserve_target_group_arns", "llmserve_api_key"]
+    assert [question["required"] for question in QUESTIONS] == [True, True, False, False]
     assert isinstance(SURVEY["llmserve_awx_survey_name"], str) and SURVEY["llmserve_awx_survey_name"]
     assert isinstance(SURVEY["llmserve_awx_survey_description"], str)
+
+
+def test_api_key_is_a_password_question_without_a_default():
+    question = SURVEY["llmserve_awx_api_key_question"]
+    assert question["type"] == "password"  # AWX encrypts the answer and masks it in job output
+    assert "default" not in question
 
 
 def test_model_size_is_a_single_choice_among_the_profiles():
@@ -130,6 +141,7 @@ def test_one_job_template_per_playbook():
         "playbooks/serve_70b.yml",
         "playbooks/serve_405b.yml",
         "playbooks/rolling_update.yml",
+        "playbooks/fleet.yml",
         "playbooks/drill_spot_interruption.yml",
         "playbooks/sagemaker_endpoint.yml",
     ]
@@ -164,7 +176,8 @@ def test_templates_without_the_model_survey_ask_for_their_own_variables():
             assert template["ask_variables_on_launch"] is True
         assert isinstance(template.get("extra_vars", {}), dict)
     assert [template["playbook"] for template in JOB_TEMPLATES if not template.get("survey", True)] == [
-        "playbooks/drill_spot_interruption.yml"
+        "playbooks/fleet.yml",
+        "playbooks/drill_spot_interruption.yml",
     ]
 
 
@@ -174,7 +187,7 @@ def test_limits_name_groups_the_aws_inventory_makes():
     assert "model_size" in prefixes and "lifecycle" in prefixes
     assert prefixes["lifecycle"]["default_value"] == "on_demand"
     for template in JOB_TEMPLATES:
-        assert template["limit"] == "" or template["limit"] in makes, template
+        assert template["limit"] in ("", "localhost") or template["limit"] in makes, template
 
 
 def test_job_template_playbooks_exist():
