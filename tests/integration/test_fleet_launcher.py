@@ -1,0 +1,181 @@
+"""A fleet in the local AWS becomes bench hosts that the dynamic inventory reaches (issue 13, "proven on the bench").
+
+A Spot Fleet with an on-demand base (1 on-demand + 2 Spot over two instance types, through boto3 and the local AWS's
+spot fleet extension, tests/bench/moto_ext/ec2.py) -> tests/bench/fleet_launcher.py, run as its daemon, starts one
+systemd host container per instance -> `inventories/aws_ec2.yml` with the bench overlay `inventories/bench_fleet.yml`
+lists them in their groups and an ad-hoc ping reaches each through community.docker.docker -> a resize to 2 removes
+the container of the instance the fleet terminated -> a cancel leaves no instance and no container.
+A plain RunInstances instance without the llmserve:role tag (a bastion, say) never gets a container.
+Needs the bench image (tests/bench/host_image.sh) and the Docker daemon (tests/bench/dockerd.sh).
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.bench.fleet_launcher import Containers, container_name
+from tests.bench.spot_bench import wait_until
+from tests.integration.test_inventory_aws_ec2 import AMI, FLEET_TAG, ROLE_ARN, _ansible_env, _plain, _tool
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LAUNCHER = REPO_ROOT / "tests" / "bench" / "fleet_launcher.py"
+# The production inventory, then the bench overlay that changes only how its hosts are reached.
+INVENTORY_SOURCES = ["-i", str(REPO_ROOT / "inventories" / "aws_ec2.yml")]
+INVENTORY_SOURCES += ["-i", str(REPO_ROOT / "inventories" / "bench_fleet.yml")]
+LAUNCHER_INTERVAL_S = 0.5
+FIRST_PASS_TIMEOUT_S = 60.0  # boto3 import, the bench image lookup, a first DescribeInstances
+HOSTS_TIMEOUT_S = 60.0  # three `docker run`s and systemd booting in each, on a busy 2-core machine
+GONE_TIMEOUT_S = 30.0  # one launcher interval, then systemd's shutdown in the container
+COMMAND_TIMEOUT_S = 120
+SYSTEMD_UP = {"running", "degraded"}  # degraded: a unit that cannot run in a container, not a broken host
+
+
+def _ansible(aws, tool: str, *args: str) -> str:
+    completed = subprocess.run(
+        [_tool(tool), *INVENTORY_SOURCES, *args],
+        check=False,
+        cwd=REPO_ROOT,
+        env=_ansible_env(aws),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_S,
+    )
+    assert completed.returncode == 0, f"{tool} {' '.join(args)} failed:\n{completed.stdout}\n{completed.stderr}"
+    return completed.stdout
+
+
+@pytest.fixture
+def launcher(aws_clean, tmp_path) -> Any:
+    """fleet_launcher.py `watch` as a daemon of its own on the local AWS; its containers removed afterwards."""
+    containers = Containers(f"pytest-{os.getpid()}")
+    ready, log = tmp_path / "launcher.ready", tmp_path / "launcher.log"
+    command = [sys.executable, str(LAUNCHER), "watch", "--endpoint-url", aws_clean.endpoint_url]
+    command += ["--launcher-id", containers.launcher_id, "--interval", str(LAUNCHER_INTERVAL_S)]
+    command += ["--ready-file", str(ready)]
+    with log.open("wb") as output:
+        daemon = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: ready.exists() or daemon.poll() is not None, FIRST_PASS_TIMEOUT_S, "the first pass")
+        assert daemon.poll() is None, f"the launcher exited with {daemon.returncode}:\n{log.read_text()}"
+        yield containers
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(30)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait(10)
+        containers.remove_all()  # whatever the test did, no host container outlives it
+
+
+def _fleet(ec2) -> str:
+    """1 on-demand + 2 Spot over g5.xlarge and g5.2xlarge in two zones, from a template carrying the tags."""
+    vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.20.{index}.0/24", AvailabilityZone=f"us-east-1{zone}")["Subnet"][
+            "SubnetId"
+        ]
+        for index, zone in ((1, "a"), (2, "b"))
+    ]
+    tags = {"llmserve:role": "vllm", "llmserve:model-size": "7b"}
+    template = ec2.create_launch_template(
+        LaunchTemplateName="llmserve-7b",
+        LaunchTemplateData={
+            "ImageId": AMI,
+            "MetadataOptions": {"HttpTokens": "required", "HttpPutResponseHopLimit": 1},
+            "TagSpecifications": [
+                {"ResourceType": "instance", "Tags": [{"Key": key, "Value": value} for key, value in tags.items()]}
+            ],
+        },
+    )["LaunchTemplate"]
+    return ec2.request_spot_fleet(
+        SpotFleetRequestConfig={
+            "IamFleetRole": ROLE_ARN,
+            "TargetCapacity": 3,
+            "OnDemandTargetCapacity": 1,
+            "AllocationStrategy": "diversified",
+            "LaunchTemplateConfigs": [
+                {
+                    "LaunchTemplateSpecification": {"LaunchTemplateId": template["LaunchTemplateId"], "Version": "1"},
+                    "Overrides": [
+                        {"InstanceType": "g5.xlarge", "SubnetId": subnets[0]},
+                        {"InstanceType": "g5.2xlarge", "SubnetId": subnets[1]},
+                    ],
+                }
+            ],
+        }
+    )["SpotFleetRequestId"]
+
+
+def _running(ec2, **filters: list[str]) -> dict[str, dict[str, Any]]:
+    filters = {"instance-state-name": ["running"], **filters}
+    pages = ec2.describe_instances(Filters=[{"Name": name, "Values": values} for name, values in filters.items()])
+    return {i["InstanceId"]: i for reservation in pages["Reservations"] for i in reservation["Instances"]}
+
+
+def _fleet_instances(ec2, fleet_id: str, count: int) -> dict[str, dict[str, Any]]:
+    """The fleet's running instances once there are `count` of them, else {}."""
+    found = _running(ec2, **{f"tag:{FLEET_TAG}": [fleet_id]})
+    return found if len(found) == count else {}
+
+
+def _hosts_up(containers: Containers, instance_ids: set[str]) -> bool:
+    """Exactly these instances have a running container, and systemd is up in each."""
+    hosts = containers.hosts()
+    if {host.instance_id for host in hosts} != instance_ids or any(host.state != "running" for host in hosts):
+        return False
+    return all(containers.systemd_state(host) in SYSTEMD_UP for host in hosts)
+
+
+def _container_instances(containers: Containers) -> set[str]:
+    return {host.instance_id for host in containers.hosts()}
+
+
+def test_fleet_instances_become_hosts_the_dynamic_inventory_reaches(aws_clean, launcher):
+    ec2 = aws_clean.client("ec2")
+    bastion = ec2.run_instances(ImageId=AMI, MinCount=1, MaxCount=1, InstanceType="t3.micro")["Instances"][0]
+    fleet_id = _fleet(ec2)
+    fleet_group = "spot_fleet_" + fleet_id.replace("-", "_")
+
+    fleet = wait_until(lambda: _fleet_instances(ec2, fleet_id, count=3), 10, "the fleet's 3 instances")
+    wait_until(lambda: _hosts_up(launcher, set(fleet)), HOSTS_TIMEOUT_S, f"a booted host for each of {sorted(fleet)}")
+    assert bastion["InstanceId"] not in _container_instances(launcher)  # no llmserve:role tag, not in the inventory
+
+    inventory = _plain(json.loads(_ansible(aws_clean, "ansible-inventory", "--list")))
+    hostvars = inventory["_meta"]["hostvars"]
+    by_instance = {variables["ec2_instance_id"]: host for host, variables in hostvars.items()}
+    assert set(by_instance) == set(fleet)
+    on_demand = {by_instance[i] for i, instance in fleet.items() if "InstanceLifecycle" not in instance}
+    spot = {by_instance[i] for i, instance in fleet.items() if instance.get("InstanceLifecycle") == "spot"}
+    assert (len(on_demand), len(spot)) == (1, 2)
+    assert set(inventory["model_size_7b"]["hosts"]) == on_demand | spot
+    assert set(inventory["lifecycle_on_demand"]["hosts"]) == on_demand
+    assert set(inventory["lifecycle_spot"]["hosts"]) == spot
+    assert set(inventory[fleet_group]["hosts"]) == on_demand | spot
+    assert {fleet[i]["InstanceType"] for i in fleet} == {"g5.xlarge", "g5.2xlarge"}
+    for instance_id, host in by_instance.items():
+        assert hostvars[host]["ansible_connection"] == "community.docker.docker"
+        assert hostvars[host]["ansible_host"] == container_name(instance_id)
+    ports = [hostvars[host]["vllm_service_port"] for host in by_instance.values()]
+    assert len(set(ports)) == 3 and all(20000 <= port < 24096 for port in ports), ports  # one network, one port each
+
+    pinged = _ansible(aws_clean, "ansible", "all", "-m", "ansible.builtin.ping", "--one-line")
+    answered = {line.split(" | ")[0] for line in pinged.splitlines() if " | SUCCESS => " in line}
+    assert answered == on_demand | spot, pinged
+
+    ec2.modify_spot_fleet_request(SpotFleetRequestId=fleet_id, TargetCapacity=2)
+    remaining = set(_fleet_instances(ec2, fleet_id, count=2))
+    assert remaining < set(fleet)
+    wait_until(lambda: _container_instances(launcher) == remaining, GONE_TIMEOUT_S, f"only hosts {sorted(remaining)}")
+
+    ec2.cancel_spot_fleet_requests(SpotFleetRequestIds=[fleet_id], TerminateInstances=True)
+    ec2.terminate_instances(InstanceIds=[bastion["InstanceId"]])
+    wait_until(lambda: not _container_instances(launcher), GONE_TIMEOUT_S, "no host container left")
+    assert _running(ec2) == {}
