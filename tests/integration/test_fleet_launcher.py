@@ -21,34 +21,17 @@ import pytest
 
 from tests.bench.fleet_launcher import Containers, container_name
 from tests.bench.spot_bench import wait_until
-from tests.integration.test_inventory_aws_ec2 import AMI, FLEET_TAG, ROLE_ARN, _ansible_env, _plain, _tool
+from tests.integration.test_inventory_aws_ec2 import AMI, FLEET_TAG, ROLE_ARN, _plain, _run
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LAUNCHER = REPO_ROOT / "tests" / "bench" / "fleet_launcher.py"
-# The production inventory, then the bench overlay that changes only how its hosts are reached.
-INVENTORY_SOURCES = ["-i", str(REPO_ROOT / "inventories" / "aws_ec2.yml")]
-INVENTORY_SOURCES += ["-i", str(REPO_ROOT / "inventories" / "bench_fleet.yml")]
+# Read after inventories/aws_ec2.yml (which _run always passes first): changes only how its hosts are reached.
+OVERLAY = ["-i", str(REPO_ROOT / "inventories" / "bench_fleet.yml")]
 LAUNCHER_INTERVAL_S = 0.5
 FIRST_PASS_TIMEOUT_S = 60.0  # boto3 import, the bench image lookup, a first DescribeInstances
 HOSTS_TIMEOUT_S = 60.0  # three `docker run`s and systemd booting in each, on a busy 2-core machine
 GONE_TIMEOUT_S = 30.0  # one launcher interval, then systemd's shutdown in the container
-COMMAND_TIMEOUT_S = 120
 SYSTEMD_UP = {"running", "degraded"}  # degraded: a unit that cannot run in a container, not a broken host
-
-
-def _ansible(aws, tool: str, *args: str) -> str:
-    completed = subprocess.run(
-        [_tool(tool), *INVENTORY_SOURCES, *args],
-        check=False,
-        cwd=REPO_ROOT,
-        env=_ansible_env(aws),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_TIMEOUT_S,
-    )
-    assert completed.returncode == 0, f"{tool} {' '.join(args)} failed:\n{completed.stdout}\n{completed.stderr}"
-    return completed.stdout
 
 
 @pytest.fixture
@@ -148,7 +131,7 @@ def test_fleet_instances_become_hosts_the_dynamic_inventory_reaches(aws_clean, l
     wait_until(lambda: _hosts_up(launcher, set(fleet)), HOSTS_TIMEOUT_S, f"a booted host for each of {sorted(fleet)}")
     assert bastion["InstanceId"] not in _container_instances(launcher)  # no llmserve:role tag, not in the inventory
 
-    inventory = _plain(json.loads(_ansible(aws_clean, "ansible-inventory", "--list")))
+    inventory = _plain(json.loads(_run(aws_clean, *OVERLAY, "--list")))
     hostvars = inventory["_meta"]["hostvars"]
     by_instance = {variables["ec2_instance_id"]: host for host, variables in hostvars.items()}
     assert set(by_instance) == set(fleet)
@@ -166,7 +149,7 @@ def test_fleet_instances_become_hosts_the_dynamic_inventory_reaches(aws_clean, l
     ports = [hostvars[host]["vllm_service_port"] for host in by_instance.values()]
     assert len(set(ports)) == 3 and all(20000 <= port < 24096 for port in ports), ports  # one network, one port each
 
-    pinged = _ansible(aws_clean, "ansible", "all", "-m", "ansible.builtin.ping", "--one-line")
+    pinged = _run(aws_clean, *OVERLAY, "all", "-m", "ansible.builtin.ping", "--one-line", tool="ansible")
     answered = {line.split(" | ")[0] for line in pinged.splitlines() if " | SUCCESS => " in line}
     assert answered == on_demand | spot, pinged
 
