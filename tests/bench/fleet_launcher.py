@@ -11,6 +11,11 @@ launcher only ever removes its own containers. inventories/bench_fleet.yml (an o
 derives the same name, so `ansible -i inventories/aws_ec2.yml -i inventories/bench_fleet.yml` reaches the hosts
 through community.docker.docker with their EC2 identity.
 
+Each host also gets its own instance metadata: an IMDSv2 emulator (tests/bench/imds_emulator.py) synced from the
+instance, on 127.0.0.1:IMDS_PORT_BASE + port_offset(private address); the overlay hands hosts that URL as
+llmserve_bench_imds_url. The containers share this machine's network (the molecule platform's network_mode: host),
+so per-host services take ports from the host's private address (see port_offset and the overlay).
+
     python tests/bench/fleet_launcher.py watch --endpoint-url URL --launcher-id ID [--ready-file F] [--pid-file P]
     python tests/bench/fleet_launcher.py once  --endpoint-url URL --launcher-id ID
     python tests/bench/fleet_launcher.py clean --launcher-id ID
@@ -22,6 +27,7 @@ plus the container's start or stop.
 
 import argparse
 import dataclasses
+import ipaddress
 import os
 import re
 import shlex
@@ -35,6 +41,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+if __package__:
+    from .imds_emulator import ImdsEmulator
+else:  # run as a script: the module sits next to this file
+    from imds_emulator import ImdsEmulator
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MOLECULE_CONFIG = REPO_ROOT / ".config" / "molecule" / "config.yml"
@@ -54,6 +65,9 @@ DOCKER_TIMEOUT_S = 60.0  # one docker CLI call (run, stop, rm, ps)
 STOP_GRACE_S = 10  # `docker stop`: systemd's shutdown (RTMIN+3) before SIGKILL, as an instance's ACPI shutdown
 IMAGE_TIMEOUT_S = 1800.0  # host_image.sh: seconds when cached, a debootstrap (minutes) when not
 DEFAULT_INTERVAL_S = 1.0
+# Per-host ports on the shared network: vLLM (composed in inventories/bench_fleet.yml) and the instance's IMDS.
+VLLM_PORT_BASE = 20000
+IMDS_PORT_BASE = 24096
 
 # Keys of a molecule docker platform and the `docker run` flag each becomes; the rest name or fetch the image.
 _FLAG_OF = {
@@ -78,6 +92,12 @@ def container_name(instance_id: str) -> str:
     if not INSTANCE_ID.fullmatch(instance_id):
         raise LauncherError(f"instance id {instance_id!r} is not of the form i-<8 to 17 hex digits>")
     return CONTAINER_PREFIX + instance_id
+
+
+def port_offset(private_ip: str) -> int:
+    """The low 12 bits of the instance's private address: EC2 keeps addresses unique in a VPC, so offsets are
+    unique among the hosts of any subnet of /20 or smaller (inventories/bench_fleet.yml composes the same)."""
+    return int(ipaddress.IPv4Address(private_ip)) & 0xFFF
 
 
 def checked_launcher_id(launcher_id: str) -> str:
@@ -253,12 +273,15 @@ class FleetLauncher:
         containers: Containers,
         *,
         inventory: Path = INVENTORY,
+        serve_metadata: bool = True,
         log: Callable[[str], None] = print,
     ) -> None:
         self.endpoint_url = checked_endpoint_url(endpoint_url)
         self.containers = containers
         self.regions, self.filters = inventory_scope(inventory)
         self.log = log
+        self.serve_metadata = serve_metadata
+        self.metadata: dict[str, ImdsEmulator] = {}  # instance id -> its IMDS emulator, while it runs
 
     def _ec2(self, region: str) -> Any:
         import boto3
@@ -271,21 +294,49 @@ class FleetLauncher:
             aws_secret_access_key="testing",
         )
 
-    def wanted(self) -> set[str]:
-        """Ids of the instances the dynamic inventory lists, in all its regions."""
-        found = set()
+    def wanted(self) -> dict[str, str]:
+        """{instance id: private address} of the instances the dynamic inventory lists, in all its regions."""
+        found = {}
         for region in self.regions:
             for page in self._ec2(region).get_paginator("describe_instances").paginate(Filters=self.filters):
                 found.update(
-                    instance["InstanceId"]
+                    (instance["InstanceId"], instance["PrivateIpAddress"])
                     for reservation in page["Reservations"]
                     for instance in reservation["Instances"]
                 )
         return found
 
+    def metadata_url(self, instance_id: str) -> str | None:
+        emulator = self.metadata.get(instance_id)
+        return None if emulator is None else emulator.url
+
+    def _start_metadata(self, instance_id: str, private_ip: str) -> None:
+        emulator = ImdsEmulator(
+            port=IMDS_PORT_BASE + port_offset(private_ip), instance_id=instance_id, aws_endpoint_url=self.endpoint_url
+        )
+        try:
+            emulator.start()  # copies the instance's facts (type, zone, address, lifecycle, role) from the local AWS
+        except OSError as error:
+            raise LauncherError(f"instance metadata for {instance_id} on port {emulator.port}: {error}") from error
+        self.metadata[instance_id] = emulator
+        self.log(f"fleet_launcher: instance metadata of {instance_id} at {emulator.url}")
+
+    def _stop_metadata(self, instance_id: str) -> None:
+        emulator = self.metadata.pop(instance_id, None)
+        if emulator is not None:
+            emulator.stop()
+
+    def close(self) -> None:
+        """Stop every instance metadata server (the containers stay: `clean` or remove_all removes them)."""
+        for instance_id in list(self.metadata):
+            self._stop_metadata(instance_id)
+
     def reconcile(self) -> Pass:
         done = Pass()
-        to_start, to_remove = plan(self.wanted(), self.containers.hosts())
+        wanted = self.wanted()
+        to_start, to_remove = plan(wanted, self.containers.hosts())
+        for instance_id in set(self.metadata) - set(wanted):
+            self._stop_metadata(instance_id)
         for host in to_remove:
             self.containers.remove(host)
             done.removed.append(host.name)
@@ -293,6 +344,8 @@ class FleetLauncher:
         for instance_id in to_start:
             done.started.append(self.containers.start(instance_id))
             self.log(f"fleet_launcher: started {container_name(instance_id)} for instance {instance_id}")
+        for instance_id in sorted(set(wanted) - set(self.metadata)) if self.serve_metadata else []:
+            self._start_metadata(instance_id, wanted[instance_id])  # also for containers of an earlier launcher
         return done
 
     def watch(
@@ -300,15 +353,18 @@ class FleetLauncher:
     ) -> None:
         """Reconcile every interval_s until `stop` is set; a failed pass is logged and retried next interval."""
         first = True
-        while not stop.is_set():
-            try:
-                self.reconcile()
-            except Exception as error:  # noqa: BLE001 - a daemon outlives one bad pass (moto restarting, docker busy)
-                self.log(f"fleet_launcher: pass failed, retrying in {interval_s} s: {error}")
-            if first:
-                ready()
-                first = False
-            stop.wait(interval_s)
+        try:
+            while not stop.is_set():
+                try:
+                    self.reconcile()
+                except Exception as error:  # noqa: BLE001 - a daemon outlives one bad pass (moto restarting)
+                    self.log(f"fleet_launcher: pass failed, retrying in {interval_s} s: {error}")
+                if first:
+                    ready()
+                    first = False
+                stop.wait(interval_s)
+        finally:
+            self.close()
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -337,7 +393,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if not args.interval > 0:
             raise LauncherError(f"--interval {args.interval}: give a positive number of seconds")
-        launcher = FleetLauncher(args.endpoint_url, containers, log=lambda line: print(line, flush=True))
+        launcher = FleetLauncher(
+            args.endpoint_url,
+            containers,
+            serve_metadata=args.command == "watch",  # metadata servers live in the process: only as long as a watch
+            log=lambda line: print(line, flush=True),
+        )
         if args.command == "once":
             launcher.reconcile()
             return 0

@@ -3,8 +3,9 @@
 A Spot Fleet with an on-demand base (1 on-demand + 2 Spot over two instance types, through boto3 and the local AWS's
 spot fleet extension, tests/bench/moto_ext/ec2.py) -> tests/bench/fleet_launcher.py, run as its daemon, starts one
 systemd host container per instance -> `inventories/aws_ec2.yml` with the bench overlay `inventories/bench_fleet.yml`
-lists them in their groups and an ad-hoc ping reaches each through community.docker.docker -> a resize to 2 removes
-the container of the instance the fleet terminated -> a cancel leaves no instance and no container.
+lists them in their groups and an ad-hoc ping reaches each through community.docker.docker, and each host's own
+instance metadata (the URL the overlay gives it) names its instance -> a resize to 2 removes the container and the
+metadata of the instance the fleet terminated -> a cancel leaves no instance, no container and no metadata server.
 A plain RunInstances instance without the llmserve:role tag (a bastion, say) never gets a container.
 Needs the bench image (tests/bench/host_image.sh) and the Docker daemon (tests/bench/dockerd.sh).
 """
@@ -21,6 +22,7 @@ import pytest
 
 from tests.bench.fleet_launcher import Containers, container_name
 from tests.bench.spot_bench import wait_until
+from tests.integration.test_imds_emulator import get, token
 from tests.integration.test_inventory_aws_ec2 import AMI, FLEET_TAG, ROLE_ARN, _plain, _run
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -117,6 +119,18 @@ def _hosts_up(containers: Containers, instance_ids: set[str]) -> bool:
     return all(containers.systemd_state(host) in SYSTEMD_UP for host in hosts)
 
 
+def _metadata_of(url: str) -> dict[str, str] | None:
+    """What the host at this IMDS URL says it is, or None when nothing serves there."""
+    try:
+        imds_token = token(url)
+    except OSError:
+        return None
+    return {
+        key: get(url, f"/latest/meta-data/{path}", imds_token)[2]
+        for key, path in (("instance_id", "instance-id"), ("lifecycle", "instance-life-cycle"))
+    }
+
+
 def _container_instances(containers: Containers) -> set[str]:
     return {host.instance_id for host in containers.hosts()}
 
@@ -149,6 +163,11 @@ def test_fleet_instances_become_hosts_the_dynamic_inventory_reaches(aws_clean, l
     ports = [hostvars[host]["vllm_service_port"] for host in by_instance.values()]
     assert len(set(ports)) == 3 and all(20000 <= port < 24096 for port in ports), ports  # one network, one port each
 
+    metadata_urls = {i: hostvars[host]["llmserve_bench_imds_url"] for i, host in by_instance.items()}
+    for instance_id, url in metadata_urls.items():
+        lifecycle = "spot" if by_instance[instance_id] in spot else "on-demand"
+        assert _metadata_of(url) == {"instance_id": instance_id, "lifecycle": lifecycle}, url
+
     pinged = _run(aws_clean, *OVERLAY, "all", "-m", "ansible.builtin.ping", "--one-line", tool="ansible")
     answered = {line.split(" | ")[0] for line in pinged.splitlines() if " | SUCCESS => " in line}
     assert answered == on_demand | spot, pinged
@@ -157,8 +176,12 @@ def test_fleet_instances_become_hosts_the_dynamic_inventory_reaches(aws_clean, l
     remaining = set(_fleet_instances(ec2, fleet_id, count=2))
     assert remaining < set(fleet)
     wait_until(lambda: _container_instances(launcher) == remaining, GONE_TIMEOUT_S, f"only hosts {sorted(remaining)}")
+    (gone,) = set(fleet) - remaining
+    assert _metadata_of(metadata_urls[gone]) is None
+    assert _metadata_of(metadata_urls[next(iter(remaining))]) is not None
 
     ec2.cancel_spot_fleet_requests(SpotFleetRequestIds=[fleet_id], TerminateInstances=True)
     ec2.terminate_instances(InstanceIds=[bastion["InstanceId"]])
     wait_until(lambda: not _container_instances(launcher), GONE_TIMEOUT_S, "no host container left")
     assert _running(ec2) == {}
+    assert all(_metadata_of(url) is None for url in metadata_urls.values())

@@ -16,6 +16,7 @@ from tests.bench.fleet_launcher import (
     host_run_options,
     inventory_scope,
     plan,
+    port_offset,
 )
 
 ENV = {"LLMSERVE_CACHE": "/cache", "LLMSERVE_BENCH_IMAGE": "llmserve-bench-host:abc"}
@@ -44,6 +45,13 @@ def test_plan_is_quiet_when_containers_match_instances():
     assert plan({"i-00000001"}, [_host("i-00000001")]) == ([], [])
 
 
+@pytest.mark.parametrize(
+    ("address", "offset"), [("10.0.1.4", 260), ("10.20.2.5", 517), ("10.0.15.255", 4095), ("10.0.16.0", 0)]
+)
+def test_port_offset_is_the_low_12_bits_of_the_private_address(address, offset):
+    assert port_offset(address) == offset
+
+
 def test_container_name_is_derived_from_the_instance_id():
     assert container_name("i-0123456789abcdef0") == "llmserve-ec2-i-0123456789abcdef0"
 
@@ -61,7 +69,8 @@ def test_launcher_id_grammar(bad):
 
 
 @pytest.mark.parametrize(
-    "url", ["", "https://127.0.0.1:5000", "http://ec2.us-east-1.amazonaws.com", "http://127.0.0.1", "http://10.0.0.1:80"]
+    "url",
+    ["", "https://127.0.0.1:5000", "http://ec2.us-east-1.amazonaws.com", "http://127.0.0.1", "http://10.0.0.1:80"],
 )
 def test_endpoint_must_be_the_local_aws(url):
     with pytest.raises(LauncherError, match="never talks to a real AWS"):
