@@ -69,7 +69,8 @@ DEFAULT_INTERVAL_S = 1.0
 VLLM_PORT_BASE = 20000
 IMDS_PORT_BASE = 24096
 
-# Keys of a molecule docker platform and the `docker run` flag each becomes; the rest name or fetch the image.
+# Keys of a molecule docker platform and the `docker run` flag each becomes; _MOLECULE_ONLY: the image and command
+# (placed apart) and what only molecule reads.
 _FLAG_OF = {
     "stop_signal": "--stop-signal",
     "cgroupns_mode": "--cgroupns",

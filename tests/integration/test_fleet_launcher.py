@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.bench.fleet_launcher import Containers, container_name
+from tests.bench.fleet_launcher import IMDS_PORT_BASE, VLLM_PORT_BASE, Containers, container_name, port_offset
 from tests.bench.spot_bench import wait_until
 from tests.integration.test_imds_emulator import get, token
 from tests.integration.test_inventory_aws_ec2 import AMI, FLEET_TAG, ROLE_ARN, _plain, _run
@@ -31,8 +31,11 @@ LAUNCHER = REPO_ROOT / "tests" / "bench" / "fleet_launcher.py"
 OVERLAY = ["-i", str(REPO_ROOT / "inventories" / "bench_fleet.yml")]
 LAUNCHER_INTERVAL_S = 0.5
 FIRST_PASS_TIMEOUT_S = 60.0  # boto3 import, the bench image lookup, a first DescribeInstances
-HOSTS_TIMEOUT_S = 60.0  # three `docker run`s and systemd booting in each, on a busy 2-core machine
-GONE_TIMEOUT_S = 30.0  # one launcher interval, then systemd's shutdown in the container
+# Deadlines, not sleeps: on a quiet 2-core machine the hosts boot in ~3 s and go in ~1 s; other jobs on the same
+# cores (load 10-17 measured) stretch that tenfold.
+HOSTS_TIMEOUT_S = 120.0  # three `docker run`s and systemd booting in each
+GONE_TIMEOUT_S = 60.0  # one launcher interval, then systemd's shutdown in the container
+DOCKER_POLL_S = 0.5  # each poll runs docker commands: not at wait_until's default 20 per second
 SYSTEMD_UP = {"running", "degraded"}  # degraded: a unit that cannot run in a container, not a broken host
 
 
@@ -142,7 +145,8 @@ def test_fleet_instances_become_hosts_the_dynamic_inventory_reaches(aws_clean, l
     fleet_group = "spot_fleet_" + fleet_id.replace("-", "_")
 
     fleet = wait_until(lambda: _fleet_instances(ec2, fleet_id, count=3), 10, "the fleet's 3 instances")
-    wait_until(lambda: _hosts_up(launcher, set(fleet)), HOSTS_TIMEOUT_S, f"a booted host for each of {sorted(fleet)}")
+    booted = f"a booted host for each of {sorted(fleet)}"
+    wait_until(lambda: _hosts_up(launcher, set(fleet)), HOSTS_TIMEOUT_S, booted, DOCKER_POLL_S)
     assert bastion["InstanceId"] not in _container_instances(launcher)  # no llmserve:role tag, not in the inventory
 
     inventory = _plain(json.loads(_run(aws_clean, *OVERLAY, "--list")))
@@ -160,8 +164,12 @@ def test_fleet_instances_become_hosts_the_dynamic_inventory_reaches(aws_clean, l
     for instance_id, host in by_instance.items():
         assert hostvars[host]["ansible_connection"] == "community.docker.docker"
         assert hostvars[host]["ansible_host"] == container_name(instance_id)
-    ports = [hostvars[host]["vllm_service_port"] for host in by_instance.values()]
-    assert len(set(ports)) == 3 and all(20000 <= port < 24096 for port in ports), ports  # one network, one port each
+    # One network for all hosts: each its own ports, as the overlay composes them and the launcher serves them.
+    offsets = {host: port_offset(hostvars[host]["ec2_private_ip_address"]) for host in by_instance.values()}
+    assert len(set(offsets.values())) == 3
+    for host, offset in offsets.items():
+        assert hostvars[host]["vllm_service_port"] == VLLM_PORT_BASE + offset
+        assert hostvars[host]["llmserve_bench_imds_url"] == f"http://127.0.0.1:{IMDS_PORT_BASE + offset}"
 
     metadata_urls = {i: hostvars[host]["llmserve_bench_imds_url"] for i, host in by_instance.items()}
     for instance_id, url in metadata_urls.items():
@@ -175,13 +183,14 @@ def test_fleet_instances_become_hosts_the_dynamic_inventory_reaches(aws_clean, l
     ec2.modify_spot_fleet_request(SpotFleetRequestId=fleet_id, TargetCapacity=2)
     remaining = set(_fleet_instances(ec2, fleet_id, count=2))
     assert remaining < set(fleet)
-    wait_until(lambda: _container_instances(launcher) == remaining, GONE_TIMEOUT_S, f"only hosts {sorted(remaining)}")
+    left = f"only hosts {sorted(remaining)}"
+    wait_until(lambda: _container_instances(launcher) == remaining, GONE_TIMEOUT_S, left, DOCKER_POLL_S)
     (gone,) = set(fleet) - remaining
     assert _metadata_of(metadata_urls[gone]) is None
     assert _metadata_of(metadata_urls[next(iter(remaining))]) is not None
 
     ec2.cancel_spot_fleet_requests(SpotFleetRequestIds=[fleet_id], TerminateInstances=True)
     ec2.terminate_instances(InstanceIds=[bastion["InstanceId"]])
-    wait_until(lambda: not _container_instances(launcher), GONE_TIMEOUT_S, "no host container left")
+    wait_until(lambda: not _container_instances(launcher), GONE_TIMEOUT_S, "no host container left", DOCKER_POLL_S)
     assert _running(ec2) == {}
     assert all(_metadata_of(url) is None for url in metadata_urls.values())
