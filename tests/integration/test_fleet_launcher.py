@@ -172,6 +172,8 @@ def test_fleet_instances_become_hosts_the_dynamic_inventory_reaches(aws_clean, l
         assert hostvars[host]["llmserve_bench_imds_url"] == f"http://127.0.0.1:{IMDS_PORT_BASE + offset}"
 
     metadata_urls = {i: hostvars[host]["llmserve_bench_imds_url"] for i, host in by_instance.items()}
+    # The launcher serves metadata right after it starts the containers, in the same pass.
+    wait_until(lambda: all(map(_metadata_of, metadata_urls.values())), 10, "every host's metadata", DOCKER_POLL_S)
     for instance_id, url in metadata_urls.items():
         lifecycle = "spot" if by_instance[instance_id] in spot else "on-demand"
         assert _metadata_of(url) == {"instance_id": instance_id, "lifecycle": lifecycle}, url
