@@ -264,6 +264,17 @@ class Containers:
         """`systemctl is-system-running` in the container: starting, running, degraded, ... ('' if unreachable)."""
         return self.docker("exec", host.name, "systemctl", "is-system-running", check=False).stdout.strip()
 
+    def instance_ids(self) -> set[str]:
+        return {host.instance_id for host in self.hosts()}
+
+    def booted(self, instance_ids: set[str]) -> bool:
+        """Exactly these instances have a container, each running with systemd up (`degraded`: a unit that cannot
+        run in a container, not a broken host)."""
+        hosts = self.hosts()
+        if {host.instance_id for host in hosts} != instance_ids or any(host.state != "running" for host in hosts):
+            return False
+        return all(self.systemd_state(host) in ("running", "degraded") for host in hosts)
+
 
 class FleetLauncher:
     """Reconciles a set of containers with the local AWS's running llmserve instances."""

@@ -36,7 +36,6 @@ FIRST_PASS_TIMEOUT_S = 60.0  # boto3 import, the bench image lookup, a first Des
 HOSTS_TIMEOUT_S = 120.0  # three `docker run`s and systemd booting in each
 GONE_TIMEOUT_S = 60.0  # one launcher interval, then systemd's shutdown in the container
 DOCKER_POLL_S = 0.5  # each poll runs docker commands: not at wait_until's default 20 per second
-SYSTEMD_UP = {"running", "degraded"}  # degraded: a unit that cannot run in a container, not a broken host
 
 
 @pytest.fixture
@@ -114,14 +113,6 @@ def _fleet_instances(ec2, fleet_id: str, count: int) -> dict[str, dict[str, Any]
     return found if len(found) == count else {}
 
 
-def _hosts_up(containers: Containers, instance_ids: set[str]) -> bool:
-    """Exactly these instances have a running container, and systemd is up in each."""
-    hosts = containers.hosts()
-    if {host.instance_id for host in hosts} != instance_ids or any(host.state != "running" for host in hosts):
-        return False
-    return all(containers.systemd_state(host) in SYSTEMD_UP for host in hosts)
-
-
 def _metadata_of(url: str) -> dict[str, str] | None:
     """What the host at this IMDS URL says it is, or None when nothing serves there."""
     try:
@@ -134,10 +125,6 @@ def _metadata_of(url: str) -> dict[str, str] | None:
     }
 
 
-def _container_instances(containers: Containers) -> set[str]:
-    return {host.instance_id for host in containers.hosts()}
-
-
 def test_fleet_instances_become_hosts_the_dynamic_inventory_reaches(aws_clean, launcher):
     ec2 = aws_clean.client("ec2")
     bastion = ec2.run_instances(ImageId=AMI, MinCount=1, MaxCount=1, InstanceType="t3.micro")["Instances"][0]
@@ -146,8 +133,8 @@ def test_fleet_instances_become_hosts_the_dynamic_inventory_reaches(aws_clean, l
 
     fleet = wait_until(lambda: _fleet_instances(ec2, fleet_id, count=3), 10, "the fleet's 3 instances")
     booted = f"a booted host for each of {sorted(fleet)}"
-    wait_until(lambda: _hosts_up(launcher, set(fleet)), HOSTS_TIMEOUT_S, booted, DOCKER_POLL_S)
-    assert bastion["InstanceId"] not in _container_instances(launcher)  # no llmserve:role tag, not in the inventory
+    wait_until(lambda: launcher.booted(set(fleet)), HOSTS_TIMEOUT_S, booted, DOCKER_POLL_S)
+    assert bastion["InstanceId"] not in launcher.instance_ids()  # no llmserve:role tag, not in the inventory
 
     inventory = _plain(json.loads(_run(aws_clean, *OVERLAY, "--list")))
     hostvars = inventory["_meta"]["hostvars"]
@@ -186,13 +173,13 @@ def test_fleet_instances_become_hosts_the_dynamic_inventory_reaches(aws_clean, l
     remaining = set(_fleet_instances(ec2, fleet_id, count=2))
     assert remaining < set(fleet)
     left = f"only hosts {sorted(remaining)}"
-    wait_until(lambda: _container_instances(launcher) == remaining, GONE_TIMEOUT_S, left, DOCKER_POLL_S)
+    wait_until(lambda: launcher.instance_ids() == remaining, GONE_TIMEOUT_S, left, DOCKER_POLL_S)
     (gone,) = set(fleet) - remaining
     assert _metadata_of(metadata_urls[gone]) is None
     assert _metadata_of(metadata_urls[next(iter(remaining))]) is not None
 
     ec2.cancel_spot_fleet_requests(SpotFleetRequestIds=[fleet_id], TerminateInstances=True)
     ec2.terminate_instances(InstanceIds=[bastion["InstanceId"]])
-    wait_until(lambda: not _container_instances(launcher), GONE_TIMEOUT_S, "no host container left", DOCKER_POLL_S)
+    wait_until(lambda: not launcher.instance_ids(), GONE_TIMEOUT_S, "no host container left", DOCKER_POLL_S)
     assert _running(ec2) == {}
     assert all(_metadata_of(url) is None for url in metadata_urls.values())
