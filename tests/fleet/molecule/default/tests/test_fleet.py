@@ -61,7 +61,8 @@ def run(tool: str, *args: str) -> str:
         cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S,
         check=False,
     )  # fmt: skip
-    assert completed.returncode == 0, f"{tool} {shlex.join(args)} failed:\n{completed.stdout[-4000:]}\n{completed.stderr}"
+    output = f"{completed.stdout[-4000:]}\n{completed.stderr}"
+    assert completed.returncode == 0, f"{tool} {shlex.join(args)} failed:\n{output}"
     return completed.stdout
 
 
