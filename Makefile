@@ -81,7 +81,7 @@ integration: venv bench ## pytest integration tests: moto server, IMDS emulator,
 molecule: venv bench ## molecule scenarios on the systemd host (all, or ROLE=name)
 	$(BENCH_ENV) \
 	for scenario in $(ROLE); do \
-	  case "$$scenario" in bench|playbooks) dir=tests/$$scenario;; *) dir=roles/$$scenario;; esac; \
+	  case "$$scenario" in bench|playbooks|fleet) dir=tests/$$scenario;; *) dir=roles/$$scenario;; esac; \
 	  echo "== molecule: $$scenario"; \
 	  (cd $$dir && LLMSERVE_MOLECULE_HOST=$(MOLECULE_HOST_PREFIX)-$$scenario molecule test --all) || exit 1; \
 	done
