@@ -284,9 +284,8 @@ def _run_in_pool(
     user_data: Any,
     lifecycle: str | None,
 ) -> Instance:
-    """One instance as `spec` (a Spot request's launch specification, or the pool itself) describes it, launched
-    from the pool's launch template version (so the template's tags, block devices and MetadataOptions apply, as
-    on AWS), carrying the fleet id tag."""
+    """One instance as `spec` (a Spot request's launch specification or the pool itself) describes it, launched from the pool's launch template version (so the template's tags,
+    block devices and MetadataOptions apply, as on AWS), carrying the fleet id tag."""
     tags = {resource_type: dict(values) for resource_type, values in tags.items()}
     extra: dict[str, Any] = {}
     if fleet_id:
