@@ -431,58 +431,6 @@ def test_spot_fleet_capacity_optimized_prioritized_takes_the_best_priority(aws_c
     assert [i["InstanceType"] for i in launched] == ["g6.xlarge"] * 3
 
 
-def test_spot_fleet_on_demand_base_is_launched_first_and_resized_in_place(aws_clean, network):
-    # moto lags: OnDemandTargetCapacity is ignored (every unit is Spot) and cannot be modified.
-    ec2 = network["ec2"]
-    aws_clean.configure(spot_fleet_delay_s=0)
-    overrides = [
-        {"InstanceType": "g5.xlarge", "SubnetId": network["a"], "Priority": 2},
-        {"InstanceType": "g5.2xlarge", "SubnetId": network["b"], "Priority": 1},
-    ]
-
-    def described() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-        config = ec2.describe_spot_fleet_requests(SpotFleetRequestIds=[fleet_id])["SpotFleetRequestConfigs"][0]
-        active = ec2.describe_spot_fleet_instances(SpotFleetRequestId=fleet_id)["ActiveInstances"]
-        running = instances(ec2, **{f"tag:{FLEET_TAG}": [fleet_id], "instance-state-name": ["running"]})
-        assert {a["InstanceId"] for a in active} == {i["InstanceId"] for i in running}
-        return config["SpotFleetRequestConfig"], {i["InstanceId"]: i for i in running}
-
-    fleet_id = request_fleet(
-        network,
-        overrides,
-        AllocationStrategy="diversified",
-        TargetCapacity=3,
-        OnDemandTargetCapacity=1,
-        OnDemandAllocationStrategy="prioritized",
-    )
-
-    config, running = described()
-    on_demand = [i for i in running.values() if "InstanceLifecycle" not in i]
-    spot = [i for i in running.values() if i.get("InstanceLifecycle") == "spot"]
-    assert [i["InstanceType"] for i in on_demand] == ["g5.2xlarge"]  # the best Priority
-    assert sorted(i["InstanceType"] for i in spot) == ["g5.2xlarge", "g5.xlarge"]  # diversified over both pools
-    assert (config["FulfilledCapacity"], config["OnDemandFulfilledCapacity"]) == (3, 1)
-    assert (config["OnDemandTargetCapacity"], config["OnDemandAllocationStrategy"]) == (1, "prioritized")
-
-    ec2.modify_spot_fleet_request(SpotFleetRequestId=fleet_id, TargetCapacity=2)
-
-    config, after_scale_in = described()
-    assert set(after_scale_in) < set(running) and len(after_scale_in) == 2
-    assert on_demand[0]["InstanceId"] in after_scale_in  # Spot goes first; the on-demand base stays
-    assert (config["TargetCapacity"], config["FulfilledCapacity"], config["OnDemandFulfilledCapacity"]) == (2, 2, 1)
-
-    ec2.modify_spot_fleet_request(SpotFleetRequestId=fleet_id, OnDemandTargetCapacity=0)
-
-    config, all_spot = described()
-    assert on_demand[0]["InstanceId"] not in all_spot and len(all_spot) == 2
-    assert all(i["InstanceLifecycle"] == "spot" for i in all_spot.values())
-    assert (config["FulfilledCapacity"], config["OnDemandFulfilledCapacity"]) == (2, 0)
-
-    ec2.cancel_spot_fleet_requests(SpotFleetRequestIds=[fleet_id], TerminateInstances=True)
-
-    assert instances(ec2, **{f"tag:{FLEET_TAG}": [fleet_id], "instance-state-name": ["running"]}) == []
-
-
 def test_instance_lifecycle_filter(aws_clean, network):
     # moto lags: this filter raises NotImplementedError (HTTP 500).
     ec2 = network["ec2"]

@@ -9,8 +9,6 @@ What moto lags on (measured with moto 5.2.5 server mode, boto3 1.44.8):
 - The launch template Version in the request is ignored (moto always takes the latest version).
 - AllocationStrategy is required by moto (KeyError -> 500 when omitted); AWS defaults it to lowestPrice.
 - DescribeInstances with the `instance-lifecycle` filter raises NotImplementedError (HTTP 500).
-- OnDemandTargetCapacity (and OnDemandAllocationStrategy) are ignored: every unit is Spot, so a fleet's
-  on-demand base, the capacity Spot reclaims never take, does not exist; ModifySpotFleetRequest cannot change it.
 
 How fleets are filled here. Each (launch template config, override) pair is one capacity pool, as on AWS.
 This emulator knows neither spot prices nor spare capacity, so:
@@ -21,10 +19,6 @@ This emulator knows neither spot prices nor spare capacity, so:
 - capacityOptimizedPrioritized: the pool with the best (lowest) Priority; no Priority ranks last.
 - capacityOptimized, priceCapacityOptimized: the cheapest pool by the rule above (all capacity is equal here).
 Weighted capacity is honoured: pools are taken in turn until the fulfilled weight reaches the target.
-The on-demand base (OnDemandTargetCapacity, capped at TargetCapacity) is launched first, as on-demand instances
-(no InstanceLifecycle) with the fleet tag, from one pool: `prioritized` takes the best Priority, `lowestPrice`
-(AWS's default) the first pool given, since no on-demand prices are known here. Spot fills the rest. A scale-in
-terminates the newest instances of whichever part exceeds its share, Spot before the on-demand base.
 """
 
 import copy
@@ -184,9 +178,6 @@ def _fleet_init(
     self.inline_launch_specs = _pools_from_launch_specs(self, launch_specs or [])
     self.launch_specs = self.inline_launch_specs + _pools_from_template_configs(self, self.launch_template_configs)
     self.spot_requests: list[SpotInstanceRequest] = []
-    self.on_demand_target_capacity = 0
-    self.on_demand_allocation_strategy = "lowestPrice"
-    self.on_demand_instances: list[tuple[Instance, float]] = []  # (instance, its pool's weight), oldest first
 
 
 def _price_per_unit(pool: SpotFleetLaunchSpec) -> float:
@@ -258,9 +249,6 @@ def _fleet_config(self: SpotFleetRequest) -> dict[str, Any]:
         "AllocationStrategy": self.allocation_strategy,
         "FulfilledCapacity": self.fulfilled_capacity,
         "InstanceInterruptionBehavior": self.instance_interruption_behaviour,
-        "OnDemandTargetCapacity": self.on_demand_target_capacity,
-        "OnDemandFulfilledCapacity": _on_demand_fulfilled(self),
-        "OnDemandAllocationStrategy": self.on_demand_allocation_strategy,
     }
     if self.inline_launch_specs:
         config["LaunchSpecifications"] = self.inline_launch_specs
@@ -273,127 +261,37 @@ def _fleet_config(self: SpotFleetRequest) -> dict[str, Any]:
     return config
 
 
-def _run_in_pool(
-    backend: Any,
-    pool: SpotFleetLaunchSpec | None,
-    spec: Any,
-    *,
-    group_ids: list[Any],
-    fleet_id: str | None,
-    tags: dict[str, dict[str, str]],
-    user_data: Any,
-    lifecycle: str | None,
-) -> Instance:
-    """One instance as `spec` (a Spot request's launch specification or the pool itself) describes it, launched from the pool's launch template version (so the template's tags,
-    block devices and MetadataOptions apply, as on AWS), carrying the fleet id tag."""
-    tags = {resource_type: dict(values) for resource_type, values in tags.items()}
+def _launch_instance(self: SpotInstanceRequest) -> Instance:
+    # Replaces moto's: a fleet's instance is launched from its pool's launch template version (so the
+    # template's tags, block devices and MetadataOptions apply, as on AWS) and carries the fleet id tag.
+    pool = self.launch_spec
+    spec = self.launch_specification
+    tags = {resource_type: dict(values) for resource_type, values in self.all_tags.items()}
     extra: dict[str, Any] = {}
-    if fleet_id:
-        tags.setdefault("instance", {})[FLEET_TAG] = fleet_id
+    if self.spot_fleet_id:
+        tags.setdefault("instance", {})[FLEET_TAG] = self.spot_fleet_id
     if pool is not None and pool.launch_template_spec:
         extra["launch_template"] = pool.launch_template_spec
         if getattr(pool, "metadata_options", None):
             extra["metadata_options"] = pool.metadata_options
     if spec.availability_zone and not spec.subnet_id:
         extra["placement"] = spec.availability_zone
-    reservation = backend.run_instances(
+    reservation = self.ec2_backend.run_instances(
         image_id=spec.image_id,
         count=1,
-        user_data=user_data,
+        user_data=self.user_data,
         instance_type=spec.instance_type,
         is_instance_type_default=not spec.instance_type,
         subnet_id=spec.subnet_id,
         key_name=spec.key_name,
         security_group_names=[],
-        security_group_ids=group_ids,
-        spot_fleet_id=fleet_id,
+        security_group_ids=spec.groups,
+        spot_fleet_id=self.spot_fleet_id,
         tags=tags,
-        lifecycle=lifecycle,
+        lifecycle="spot",
         **extra,
     )
     return reservation.instances[0]
-
-
-def _launch_instance(self: SpotInstanceRequest) -> Instance:
-    # Replaces moto's: the Spot request's instance comes from its fleet pool (see _run_in_pool).
-    spec = self.launch_specification
-    return _run_in_pool(
-        self.ec2_backend,
-        self.launch_spec,
-        spec,
-        group_ids=spec.groups,
-        fleet_id=self.spot_fleet_id,
-        tags=self.all_tags,
-        user_data=self.user_data,
-        lifecycle="spot",
-    )
-
-
-def _on_demand_pool(fleet: SpotFleetRequest) -> SpotFleetLaunchSpec | None:
-    pools = list(fleet.launch_specs)
-    if fleet.on_demand_allocation_strategy == "prioritized":
-        pools.sort(key=lambda pool: float("inf") if pool.priority is None else pool.priority)
-    return pools[0] if pools else None
-
-
-def _live(instance: Instance) -> bool:
-    return instance.state not in ("shutting-down", "terminated")
-
-
-def _on_demand_fulfilled(fleet: SpotFleetRequest) -> float:
-    return sum(weight for instance, weight in fleet.on_demand_instances if _live(instance))
-
-
-def _on_demand_share(fleet: SpotFleetRequest) -> float:
-    return min(fleet.on_demand_target_capacity, fleet.target_capacity)
-
-
-def _launch_on_demand(fleet: SpotFleetRequest, weight_to_add: float) -> None:
-    pool = _on_demand_pool(fleet)
-    added = 0.0
-    while pool is not None and added < weight_to_add:
-        instance = _run_in_pool(
-            fleet.ec2_backend,
-            pool,
-            pool,
-            group_ids=pool.group_set,
-            fleet_id=fleet.id,
-            tags=pool.tag_specifications,
-            user_data=pool.user_data,
-            lifecycle=None,
-        )
-        fleet.on_demand_instances.append((instance, pool.weighted_capacity))
-        added += pool.weighted_capacity
-    fleet.fulfilled_capacity += added
-
-
-def _fill(fleet: SpotFleetRequest) -> None:
-    """Launch what the fleet lacks: the on-demand base first, then Spot for the rest."""
-    _launch_on_demand(fleet, _on_demand_share(fleet) - _on_demand_fulfilled(fleet))
-    fleet.create_spot_requests(fleet.target_capacity - fleet.fulfilled_capacity)
-
-
-def _terminate_excess(self: SpotFleetRequest) -> None:
-    # Replaces moto's terminate_instances (scale-in and cancel), which knows no on-demand base: newest first, Spot
-    # beyond its share of the target, then on-demand beyond the base. Instance.terminate (moto's) takes each
-    # instance's weight off FulfilledCapacity and drops its Spot request from the fleet.
-    doomed: list[str] = []
-    spot_excess = (self.fulfilled_capacity - _on_demand_fulfilled(self)) - (
-        self.target_capacity - _on_demand_share(self)
-    )
-    for request in reversed(self.spot_requests):
-        weight = request.launch_spec.weighted_capacity if request.launch_spec is not None else 1.0
-        if weight <= spot_excess:
-            spot_excess -= weight
-            doomed.append(request.instance.id)
-    on_demand_excess = _on_demand_fulfilled(self) - _on_demand_share(self)
-    for instance, weight in reversed(self.on_demand_instances):
-        if _live(instance) and weight <= on_demand_excess:
-            on_demand_excess -= weight
-            doomed.append(instance.id)
-    if doomed:
-        self.ec2_backend.terminate_instances(doomed)
-    self.on_demand_instances = [(instance, weight) for instance, weight in self.on_demand_instances if _live(instance)]
 
 
 def _activate_due_fleets(backend: SpotRequestBackend) -> None:
@@ -403,7 +301,7 @@ def _activate_due_fleets(backend: SpotRequestBackend) -> None:
         for fleet in list(backend.spot_fleet_requests.values()):
             if fleet.state == "submitted" and moment >= fleet.activate_at:
                 fleet.state = "active"  # first, so a re-entrant read does not launch twice
-                _fill(fleet)
+                fleet.create_spot_requests(fleet.target_capacity)
                 fleet.activity_status = "fulfilled"
 
 
@@ -418,48 +316,32 @@ def _activating_first(original: Any) -> Any:
 
 def _patch_backend() -> None:
     original_request = SpotRequestBackend.request_spot_fleet
+    original_modify = SpotRequestBackend.modify_spot_fleet_request
 
     def request_spot_fleet(
-        self: SpotRequestBackend,
-        *args: Any,
-        instance_pools_to_use_count: int = 1,
-        on_demand_target_capacity: int = 0,
-        on_demand_allocation_strategy: str = "lowestPrice",
-        **kwargs: Any,
+        self: SpotRequestBackend, *args: Any, instance_pools_to_use_count: int = 1, **kwargs: Any
     ) -> SpotFleetRequest:
         # Restores: AWS answers with the fleet `submitted`; instances come when it turns active.
         with STATE_LOCK:
             fleet = original_request(self, *args, **kwargs)
             fleet.instance_pools_to_use_count = instance_pools_to_use_count
-            fleet.on_demand_target_capacity = on_demand_target_capacity
-            fleet.on_demand_allocation_strategy = on_demand_allocation_strategy
             fleet.activate_at = now() + current().spot_fleet_delay_s
             _activate_due_fleets(self)
             return fleet
 
     def modify_spot_fleet_request(
-        self: SpotRequestBackend,
-        spot_fleet_request_id: str,
-        target_capacity: int | None,
-        terminate_instances: str,
-        on_demand_target_capacity: int | None = None,
+        self: SpotRequestBackend, spot_fleet_request_id: str, target_capacity: int, terminate_instances: str
     ) -> None:
-        # Restores: OnDemandTargetCapacity changes in place too, and TargetCapacity may be left out.
-        for capacity in (target_capacity, on_demand_target_capacity):
-            if capacity is not None and capacity < 0:
-                raise ValueError("Cannot reduce spot fleet capacity below 0")
         with STATE_LOCK:
             _activate_due_fleets(self)
             fleet = self.spot_fleet_requests[spot_fleet_request_id]
-            if target_capacity is not None:
-                fleet.target_capacity = target_capacity
-            if on_demand_target_capacity is not None:
-                fleet.on_demand_target_capacity = on_demand_target_capacity
             if fleet.state == "submitted":
-                return  # nothing launched yet: activation fills the new targets
-            if terminate_instances.lower() != "notermination":
-                fleet.terminate_instances()
-            _fill(fleet)
+                # Nothing launched yet: the new target is what activation will fill.
+                if target_capacity < 0:
+                    raise ValueError("Cannot reduce spot fleet capacity below 0")
+                fleet.target_capacity = target_capacity
+                return
+            original_modify(self, spot_fleet_request_id, target_capacity, terminate_instances)
 
     SpotRequestBackend.request_spot_fleet = request_spot_fleet
     SpotRequestBackend.modify_spot_fleet_request = modify_spot_fleet_request
@@ -489,45 +371,10 @@ def _patch_responses() -> None:
             instance_interruption_behaviour=spot_config.get("InstanceInterruptionBehavior"),
             tag_specifications=spot_config.get("TagSpecifications", []),
             instance_pools_to_use_count=int(spot_config.get("InstancePoolsToUseCount") or 1),
-            on_demand_target_capacity=int(spot_config.get("OnDemandTargetCapacity") or 0),
-            on_demand_allocation_strategy=spot_config.get("OnDemandAllocationStrategy") or "lowestPrice",
         )
         return ActionResult({"SpotFleetRequestId": request.id})
 
-    def modify_spot_fleet_request(self: SpotFleets) -> ActionResult:
-        # Replaces moto's: TargetCapacity is optional and OnDemandTargetCapacity is passed through, as on AWS.
-        self.ec2_backend.modify_spot_fleet_request(
-            self._get_param("SpotFleetRequestId"),
-            self._get_int_param("TargetCapacity"),
-            self._get_param("ExcessCapacityTerminationPolicy", if_none="default"),
-            on_demand_target_capacity=self._get_int_param("OnDemandTargetCapacity"),
-        )
-        return ActionResult({"Return": True})
-
-    def describe_spot_fleet_instances(self: SpotFleets) -> ActionResult:
-        # Replaces moto's: the on-demand base is listed with the Spot instances (without a Spot request id).
-        fleet_id = self._get_param("SpotFleetRequestId")
-        spot_requests = self.ec2_backend.describe_spot_fleet_instances(fleet_id)
-        fleet = self.ec2_backend.get_spot_fleet_request(fleet_id)
-        active = [
-            {
-                "InstanceId": request.instance.id,
-                "SpotInstanceRequestId": request.id,
-                "InstanceType": request.instance.instance_type,
-            }
-            for request in spot_requests
-        ]
-        if fleet is not None:
-            active += [
-                {"InstanceId": instance.id, "InstanceType": instance.instance_type}
-                for instance, _weight in fleet.on_demand_instances
-                if _live(instance)
-            ]
-        return ActionResult({"SpotFleetRequestId": fleet_id, "ActiveInstances": active})
-
     SpotFleets.request_spot_fleet = request_spot_fleet
-    SpotFleets.modify_spot_fleet_request = modify_spot_fleet_request
-    SpotFleets.describe_spot_fleet_instances = describe_spot_fleet_instances
 
 
 def _patch_instance_filters() -> None:
@@ -540,7 +387,6 @@ def apply() -> None:
     SpotFleetRequest.__init__ = _fleet_init
     SpotFleetRequest.create_spot_requests = _create_spot_requests
     SpotFleetRequest.spot_fleet_request_config = property(_fleet_config)
-    SpotFleetRequest.terminate_instances = _terminate_excess
     SpotInstanceRequest.launch_instance = _launch_instance
     _patch_backend()
     _patch_responses()
