@@ -37,7 +37,7 @@ def fleet_instance_types(model, request, reference_type):
     for option in ("instance_type", "instance_types"):
         if request.get(option):
             raise SizingError("%s is not an option here: the fleet's types follow the reference type's GPU "
-                                     "model and count" % option)
+                              "model and count" % option)
     options = dict(request)
     options.setdefault("pricing", DEFAULT_PRICING)
     options["instance_type"] = reference_type
