@@ -16,7 +16,8 @@ recipe_hash="$(cache_key "${BASH_SOURCE[0]}")"
 image="llmserve-bench-host:${recipe_hash}"
 
 build_rootfs_tarball() {
-  local tarball=$1 rootfs
+  local tarball=$1
+  # Global, not local: the EXIT trap runs after the function has returned.
   rootfs="$(mktemp -d "$LLMSERVE_CACHE/rootfs.XXXXXX")"
   trap 'rm -rf "$rootfs"' EXIT
   cache_log "debootstrap bookworm into $rootfs (1-3 min, once per recipe)"
