@@ -236,6 +236,7 @@ class VllmServer:
 
         self._reaper = threading.Thread(target=reap, name=f"vllm-reaper-{self.port}", daemon=True)
         self._reaper.start()
+
         def healthy() -> bool:
             if self.exited_at is not None:
                 raise RuntimeError(f"vLLM exited with {process.returncode}:\n{self.log_tail()}")

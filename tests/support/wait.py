@@ -47,4 +47,3 @@ def still_running(process: subprocess.Popen, name: str, detail: Callable[[], str
     if process.poll() is None:
         return False
     raise AssertionError(f"{name} exited with {process.returncode}" + (f":\n{detail()}" if detail else ""))
-

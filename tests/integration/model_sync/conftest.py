@@ -96,6 +96,7 @@ def start_rclone(s3_tools: Path, data_dir: Path, log: Path, *extra: str) -> Loca
     ]
     with open(log, "wb") as output:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT)
+
     def log_tail() -> str:
         return log.read_text()[-3000:]
 
