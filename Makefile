@@ -106,17 +106,17 @@ demo-clean: venv ## remove what `make demo` made (the host container, the local 
 	-[ -s .build/moto.pid ] && python tests/bench/moto_server.py --stop --pid-file .build/moto.pid
 	rm -f .build/demo*.json .build/demo-*.log .build/imds.* .build/moto.*
 
-.PHONY: bench-model-sync
-bench-model-sync: venv ## benchmark: model_sync vs s5cmd vs aws s3 sync on a local S3 (not part of make test)
-	python benchmarks/model_sync/bench.py
+.PHONY: benchmark-model-sync
+benchmark-model-sync: venv ## benchmark: model_sync vs s5cmd vs aws s3 sync on a local S3 (not part of make test)
+	python benchmarks/model_sync/benchmark.py
 
 .PHONY: test-watcher-pythons
 test-watcher-pythons: ## the spot watcher's unit tests under Python 3.9 and 3.10 (AL2023, Ubuntu 22.04; cached venvs)
 	tests/bench/watcher_pythons.sh
 
-.PHONY: bench-spot-drill
-bench-spot-drill: venv bench ## benchmark: spot drill x20, p50/p95 notice -> deregistered (not part of make test)
-	$(BENCH_ENV) python benchmarks/spot_drill/bench.py --rounds 20
+.PHONY: benchmark-spot-drill
+benchmark-spot-drill: venv bench ## benchmark: spot drill x20, p50/p95 notice -> deregistered (not part of make test)
+	$(BENCH_ENV) python benchmarks/spot_drill/benchmark.py --rounds 20
 
 .PHONY: test
 test: venv ## every gate: lint, sanity, unit, integration, molecule; ends with "N passed, N failed"

@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.wait import still_running, wait_until
 
 MOTO_SERVER = Path(__file__).parent / "bench" / "moto_server.py"
 REGION = "us-east-1"
@@ -94,16 +95,12 @@ class LocalAws:
 
 
 def _wait_for_url(server: subprocess.Popen, port_file: Path, log: Path) -> str:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if port_file.exists():
-            return port_file.read_text().strip()
-        if server.poll() is not None:
-            raise RuntimeError(
-                f"moto server exited with {server.returncode} before serving:\n{log.read_text()[-4000:]}"
-            )
-        time.sleep(0.05)
-    raise RuntimeError(f"moto server not serving after {START_TIMEOUT_S:.0f} s:\n{log.read_text()[-4000:]}")
+    def log_tail() -> str:
+        return log.read_text()[-4000:]
+
+    wait_until(lambda: port_file.exists() or still_running(server, "moto server", log_tail), START_TIMEOUT_S,
+               "moto server to write its port file", detail=log_tail)
+    return port_file.read_text().strip()
 
 
 def _stop(server: subprocess.Popen) -> None:

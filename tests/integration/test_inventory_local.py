@@ -7,12 +7,12 @@ files that `make moto-up` and the IMDS emulator write are given in a temporary b
 """
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support.playbook import ansible_env, run_ansible
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INVENTORY = REPO_ROOT / "inventories" / "local" / "hosts.yml"
@@ -51,18 +51,9 @@ PROBE_PLAY = """
 
 
 def _run(tool: str, *args: str) -> subprocess.CompletedProcess:
-    env = {name: value for name, value in os.environ.items() if not name.startswith(("AWS_", "ANSIBLE_"))}
-    env.update({"ANSIBLE_COLLECTIONS_PATH": str(REPO_ROOT / ".collections"), "ANSIBLE_NOCOLOR": "true"})
-    return subprocess.run(
-        [str(Path(sys.executable).parent / tool), "-i", str(INVENTORY), *args],
-        check=False,
-        cwd=REPO_ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_TIMEOUT_S,
-    )
+    # The caller's AWS_ and ANSIBLE_ settings left out: the inventory alone must say where everything is.
+    return run_ansible(tool, "-i", str(INVENTORY), *args, env=ansible_env(drop_prefixes=("AWS_", "ANSIBLE_")),
+                       timeout_s=COMMAND_TIMEOUT_S)
 
 
 @pytest.fixture

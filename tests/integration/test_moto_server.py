@@ -6,31 +6,18 @@ import json
 import time
 import urllib.error
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import boto3
 import botocore.config
 import pytest
 from botocore.exceptions import ClientError
 
-T = TypeVar("T")
+from tests.support.wait import poll
 
 ROLE_ARN = "arn:aws:iam::123456789012:role/llmserve"
 AMI = "ami-12c6146b"  # one of moto's built-in AMIs
 FLEET_TAG = "aws:ec2spot:fleet-request-id"
-
-
-def wait_for(read: Callable[[], T], done: Callable[[T], bool], timeout_s: float = 10.0) -> tuple[T, float]:
-    """Poll read() until done(value); return the value and the seconds it took. Bounded by timeout_s."""
-    start = time.monotonic()
-    while True:
-        value = read()
-        elapsed = time.monotonic() - start
-        if done(value):
-            return value, elapsed
-        if elapsed > timeout_s:
-            raise AssertionError(f"still {value!r} after {elapsed:.1f} s")
-        time.sleep(0.05)
 
 
 def error_code(error: pytest.ExceptionInfo[ClientError]) -> str:
@@ -157,7 +144,7 @@ def test_endpoint_is_creating_then_in_service(aws_clean):
     with pytest.raises(ClientError, match="Cannot create already existing endpoint") as raised:
         sagemaker.create_endpoint(EndpointName="llm", EndpointConfigName="cfg")
     assert error_code(raised) == "ValidationException"
-    status, elapsed = wait_for(endpoint_status(sagemaker, "llm"), lambda s: s != "Creating")
+    status, elapsed = poll(endpoint_status(sagemaker, "llm"), lambda s: s != "Creating", what="the endpoint to leave Creating")
     assert status == "InService"
     assert elapsed >= delay_s - 0.2  # the Creating period was really spent, not skipped
 
@@ -184,7 +171,7 @@ def test_update_endpoint_moves_to_the_new_config(aws_clean):
         sagemaker.update_endpoint(EndpointName="llm", EndpointConfigName="blue")
     assert error_code(raised) == "ValidationException"
 
-    status, elapsed = wait_for(endpoint_status(sagemaker, "llm"), lambda s: s != "Updating")
+    status, elapsed = poll(endpoint_status(sagemaker, "llm"), lambda s: s != "Updating", what="the endpoint to leave Updating")
     after = sagemaker.describe_endpoint(EndpointName="llm")
     assert status == "InService"
     assert elapsed >= delay_s - 0.2
@@ -222,7 +209,7 @@ def test_update_weights_shows_updating(aws_clean):
     )
 
     assert endpoint_status(sagemaker, "llm")() == "Updating"
-    wait_for(endpoint_status(sagemaker, "llm"), lambda s: s == "InService")
+    poll(endpoint_status(sagemaker, "llm"), lambda s: s == "InService", what="the endpoint InService")
     variant = sagemaker.describe_endpoint(EndpointName="llm")["ProductionVariants"][0]
     assert variant["CurrentInstanceCount"] == 2
 
@@ -242,7 +229,7 @@ def test_deleted_endpoint_is_deleting_then_gone(aws_clean):
     def exists() -> bool:
         return bool(sagemaker.list_endpoints(NameContains="llm")["Endpoints"])
 
-    wait_for(exists, lambda present: not present)
+    poll(exists, lambda present: not present, what="the endpoint to be gone")
     with pytest.raises(ClientError, match="Could not find endpoint"):
         sagemaker.describe_endpoint(EndpointName="llm")
 
@@ -378,7 +365,7 @@ def test_spot_fleet_is_submitted_then_active_across_all_overrides(aws_clean, net
 
     assert fleet_state(ec2, fleet_id) == "submitted"
     assert ec2.describe_spot_fleet_instances(SpotFleetRequestId=fleet_id)["ActiveInstances"] == []
-    state, elapsed = wait_for(lambda: fleet_state(ec2, fleet_id), lambda s: s != "submitted")
+    state, elapsed = poll(lambda: fleet_state(ec2, fleet_id), lambda s: s != "submitted", what="the fleet to leave submitted")
     assert state == "active"
     assert elapsed >= delay_s - 0.2
 
@@ -479,7 +466,7 @@ def test_deregistered_target_drains_for_the_deregistration_delay(aws_clean, targ
     elbv2.deregister_targets(TargetGroupArn=arn, Targets=[{"Id": leaving}])
 
     assert target_states(elbv2, arn) == {leaving: "draining", staying: "healthy"}
-    states, elapsed = wait_for(lambda: target_states(elbv2, arn), lambda s: leaving not in s)
+    states, elapsed = poll(lambda: target_states(elbv2, arn), lambda s: leaving not in s, what="the draining target to leave")
     assert states == {staying: "healthy"}
     assert elapsed >= 0.8
     assert target_states(elbv2, arn, Targets=[{"Id": leaving}]) == {leaving: "unused"}
@@ -494,7 +481,7 @@ def test_drain_is_capped_by_the_setting(aws_clean, target_group):
     elbv2.deregister_targets(TargetGroupArn=arn, Targets=[{"Id": leaving}])
 
     assert target_states(elbv2, arn, Targets=[{"Id": leaving}]) == {leaving: "draining"}
-    wait_for(lambda: target_states(elbv2, arn), lambda s: s == {}, timeout_s=60)
+    poll(lambda: target_states(elbv2, arn), lambda s: s == {}, timeout_s=60, what="no targets")
     assert time.monotonic() - start >= 0.3  # drained after the cap (the wait above proves: not after 300 s)
 
 
@@ -517,4 +504,4 @@ def test_new_target_is_initial_before_healthy(aws_clean, target_group):
     elbv2.register_targets(TargetGroupArn=arn, Targets=[{"Id": target}])
 
     assert target_states(elbv2, arn) == {target: "initial"}
-    wait_for(lambda: target_states(elbv2, arn), lambda s: s == {target: "healthy"}, timeout_s=5)
+    poll(lambda: target_states(elbv2, arn), lambda s: s == {target: "healthy"}, timeout_s=5, what="the target healthy")

@@ -1,20 +1,14 @@
 """The serve playbooks parse, and a profile that does not fit fails in the plan step, before any role runs."""
 
-import os
-import pathlib
-import subprocess
-
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
+from tests.support.playbook import REPO_ROOT as REPO, ansible_env, run_playbook
+
 PLAYBOOKS = sorted(p.name for p in (REPO / "playbooks").glob("*.yml"))
 
 
 def ansible_playbook(*args):
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO / ".collections"), ANSIBLE_ROLES_PATH=str(REPO / "roles"),
-               ANSIBLE_NOCOLOR="1", ANSIBLE_DEPRECATION_WARNINGS="0")
-    return subprocess.run(["ansible-playbook", *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
+    return run_playbook(*args, env=ansible_env(ANSIBLE_DEPRECATION_WARNINGS="0"))
 
 
 @pytest.mark.parametrize("playbook", PLAYBOOKS)

@@ -9,10 +9,7 @@ to drain", and their stop command only records that it ran.
 """
 
 import json
-import os
 import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,6 +21,9 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from tests.bench import spot_bench  # noqa: E402
+from tests.support.net import free_port  # noqa: E402
+from tests.support.playbook import run_playbook  # noqa: E402
+from tests.support.wait import wait_until  # noqa: E402
 from tests.bench.imds_emulator import ImdsEmulator  # noqa: E402
 
 SPOT = "meta-data/spot/instance-action"
@@ -31,12 +31,6 @@ REBALANCE = "meta-data/events/recommendations/rebalance"
 SCHEDULED = "meta-data/events/maintenance/scheduled"
 LIFECYCLE = "meta-data/autoscaling/target-lifecycle-state"
 EVENT_TIMEOUT_S = 20.0
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def stop_marker_command(marker):
@@ -132,7 +126,7 @@ def test_each_path_survives_imds_faults_then_its_notice_drains(bench, path):
     # 404 (none of these paths has a notice yet; the scheduled-events path answers [] and here a 404 too).
     mark = len(imds.requests())
     imds.add_fault(path, status=404, count=2)
-    spot_bench.wait_until(
+    wait_until(
         lambda: len([entry for entry in imds.requests()[mark:] if entry["path"] == "/latest/" + path]) >= 3,
         EVENT_TIMEOUT_S,
         "the two 404s and one more poll",
@@ -140,23 +134,23 @@ def test_each_path_survives_imds_faults_then_its_notice_drains(bench, path):
     assert watcher.named("imds_failure") == []
     # 500, then a malformed body, then a timeout: each logged as a failure, each followed by normal polls.
     imds.add_fault(path, status=500, count=2)
-    spot_bench.wait_until(lambda: len(imds_failures(watcher, path, "HTTP 500")) == 2, EVENT_TIMEOUT_S, "two HTTP 500s")
+    wait_until(lambda: len(imds_failures(watcher, path, "HTTP 500")) == 2, EVENT_TIMEOUT_S, "two HTTP 500s")
     imds.add_fault(path, body=BAD_BODIES[path], count=2)
-    spot_bench.wait_until(lambda: len(imds_failures(watcher, path, BAD_BODY_ERRORS[path])) == 2, EVENT_TIMEOUT_S, "bad bodies")
+    wait_until(lambda: len(imds_failures(watcher, path, BAD_BODY_ERRORS[path])) == 2, EVENT_TIMEOUT_S, "bad bodies")
     imds.add_fault(path, delay_s=1.5, count=1)  # longer than the watcher's 1 s timeout
-    spot_bench.wait_until(lambda: imds_failures(watcher, path, "timeout"), EVENT_TIMEOUT_S, "a timeout")
+    wait_until(lambda: imds_failures(watcher, path, "timeout"), EVENT_TIMEOUT_S, "a timeout")
     # 401: every token revoked at once; the watcher takes a new one and repeats the read. A long-lived token
     # first, so that no refresh due anyway can get in before the revoked token is used.
     imds.set_max_token_ttl(3600)
     mark = len(imds.requests())
-    spot_bench.wait_until(
+    wait_until(
         lambda: any(entry["path"] == "/latest/api/token" for entry in imds.requests()[mark:]),
         EVENT_TIMEOUT_S,
         "a long-lived token",
     )
     mark = len(imds.requests())
     imds.expire_tokens()
-    spot_bench.wait_until(
+    wait_until(
         lambda: any(entry["status"] == 401 for entry in imds.requests()[mark:]), EVENT_TIMEOUT_S, "a 401"
     )
 
@@ -165,7 +159,7 @@ def test_each_path_survives_imds_faults_then_its_notice_drains(bench, path):
         first = next(index for index, entry in enumerate(after) if entry["status"] == 401)
         return (after, first) if len(after) >= first + 3 else None
 
-    after, first_401 = spot_bench.wait_until(two_requests_after_the_first_401, EVENT_TIMEOUT_S, "the token retry")
+    after, first_401 = wait_until(two_requests_after_the_first_401, EVENT_TIMEOUT_S, "the token retry")
     assert after[first_401 + 1]["path"] == "/latest/api/token"
     assert after[first_401 + 2]["path"] == after[first_401]["path"]
     assert after[first_401 + 2]["status"] in (200, 404)
@@ -214,7 +208,7 @@ def test_scheduled_event_with_an_unreadable_time_is_skipped(bench):
         [{"Code": "instance-stop", "NotBefore": "tomorrow", "NotAfter": "later", "State": "active",
           "EventId": "instance-event-0123456789abcdef0", "Description": "scheduled instance stop"}]
     )
-    spot_bench.wait_until(lambda: watcher.named("imds_warning"), EVENT_TIMEOUT_S, "a warning")
+    wait_until(lambda: watcher.named("imds_warning"), EVENT_TIMEOUT_S, "a warning")
     time.sleep(1.0)
     assert watcher.named("notice") == []
     assert bench.target_state() == "healthy"
@@ -226,7 +220,7 @@ def test_repeated_identical_failures_make_it_exit_non_zero(bench):
     watcher = bench.make_watcher(poll_interval_s=0.2, max_identical_failures=5)
     watcher.start()
     bench.imds.add_fault(SPOT, status=500)
-    spot_bench.wait_until(lambda: watcher.process.poll() is not None, EVENT_TIMEOUT_S, "the watcher to exit")
+    wait_until(lambda: watcher.process.poll() is not None, EVENT_TIMEOUT_S, "the watcher to exit")
     assert watcher.process.returncode == 3
     (giving_up,) = watcher.named("giving_up")
     assert giving_up["identical_failures"] == "5"
@@ -241,7 +235,7 @@ def test_changing_failures_do_not_count_as_identical(bench):
     for _round in range(4):
         bench.imds.add_fault(SPOT, status=500, count=1)
         bench.imds.add_fault(SPOT, status=503, count=1)
-    spot_bench.wait_until(lambda: len(watcher.named("imds_failure")) >= 8, EVENT_TIMEOUT_S, "eight failures")
+    wait_until(lambda: len(watcher.named("imds_failure")) >= 8, EVENT_TIMEOUT_S, "eight failures")
     assert watcher.process.poll() is None
 
 
@@ -338,15 +332,8 @@ def test_the_instance_role_policy_is_valid_iam_json(aws_clean, tmp_path):
             ]
         )
     )
-    completed = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c", "local",
-         "-e", f"ansible_python_interpreter={sys.executable}", str(playbook)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(REPO_ROOT / ".collections")},
-    )
+    completed = run_playbook("-i", "localhost,", "-c", "local", "-e", f"ansible_python_interpreter={sys.executable}",
+                             str(playbook), timeout_s=120)
     assert completed.returncode == 0, completed.stdout + completed.stderr
     document = json.loads(policy_file.read_text())
     statements = {statement["Sid"]: statement for statement in document["Statement"]}
@@ -480,7 +467,7 @@ def test_drill_sixteen_streams_finish_and_vllm_stops_after_the_last(bench, vllm)
     assert drill.error_chunks == 0
     assert all(result["finish_reasons"] == ["length"] for result in drill.results)
     # Deregistered in the poll cycle that saw the notice: no further read of instance-action in between
-    # (the seconds are the benchmark's business: `make bench-spot-drill`, p50/p95 against 2 s).
+    # (the seconds are the benchmark's business: `make benchmark-spot-drill`, p50/p95 against 2 s).
     assert drill.notice_to_deregistered_s is not None
     (noticed,) = watcher.named("notice")
     (deregistered,) = watcher.named("deregistered")

@@ -44,3 +44,24 @@ def test_defaults_and_argument_specs_agree(role):
 def test_public_variables_are_prefixed_and_derived_ones_underscored(role):
     assert all(name.startswith(role + "_") for name in load(role, "defaults/main.yml"))
     assert all(name.startswith("_" + role + "_") for name in load(role, "vars/main.yml"))
+
+
+OS_FAMILIES = {"Debian", "RedHat"}  # Debian 12, Ubuntu 22.04/24.04; Amazon Linux 2023
+
+
+ROLES_WITH_OS_VARS = sorted({path.parent.parent.name for path in ROLES.glob("*/vars/*.yml") if path.stem != "main"})
+
+
+def test_the_roles_that_differ_by_os_say_so():
+    assert ROLES_WITH_OS_VARS == ["python_venv", "vllm_service"]
+
+
+@pytest.mark.parametrize("role", ROLES_WITH_OS_VARS)
+def test_os_family_vars_name_the_same_derived_variables(role):
+    """A role with OS differences (loaded by llmserve.aws.python_venv's os_vars) has a file for every supported
+    family, and each defines the same underscored names, so no family lacks one."""
+    family_files = {path.stem: path for path in (ROLES / role / "vars").glob("*.yml") if path.stem != "main"}
+    assert set(family_files) == OS_FAMILIES, role
+    names = {family: set(yaml.safe_load(path.read_text())) for family, path in family_files.items()}
+    assert len({frozenset(found) for found in names.values()}) == 1, names
+    assert all(name.startswith("_" + role + "_") for name in names["Debian"])

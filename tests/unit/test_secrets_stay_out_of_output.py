@@ -72,10 +72,21 @@ def role_variables(role, **overrides):
 
 
 @pytest.mark.parametrize("role, option", ROLES)
-def test_pip_index_url_goes_to_pip_conf_not_argv(role, option):
+def test_roles_hand_their_index_url_to_the_one_venv_builder(role, option):
     text = "".join(path.read_text() for path in (REPO / "roles" / role / "tasks").glob("*.yml"))
-    pip_calls = re.findall(r"'-m', 'pip', 'install'[^}]*\}\}", text, re.DOTALL)
+    assert "'-m', 'pip', 'install'" not in text, "%s must build its venv through llmserve.aws.python_venv" % role
+    assert "python_venv_pip_index_url: \"{{ %s" % option in text
+
+
+def test_pip_sources_go_to_a_0600_pip_conf_not_argv():
+    tasks = (REPO / "roles" / "python_venv" / "tasks" / "main.yml").read_text()
+    pip_calls = re.findall(r"'-m', 'pip', 'install'[^}]*\}\}", tasks, re.DOTALL)
     assert pip_calls and not any(re.search(r"index|find_links|pip_args|source_args", call) for call in pip_calls)
-    templar = Templar(loader=DataLoader(), variables=role_variables(role, **{option: URL}))
-    conf = templar.template(trust_as_template("{{ _%s_pip_conf }}" % role))
-    assert "index-url = %s\n" % URL in conf and conf.startswith("# Managed by llmserve.aws")
+    conf_task = next(task for task in tasks_in(yaml.safe_load(tasks)) if "pip.conf" in str(task.get("name")))
+    assert conf_task["no_log"] is True and conf_task["ansible.builtin.copy"]["mode"] == "0600"
+    templar = Templar(loader=DataLoader(), variables=role_variables(
+        "python_venv", python_venv_path="/opt/venv", python_venv_pip_index_url=URL,
+        python_venv_pip_find_links=["/wheels"], python_venv_pip_no_index=True))
+    conf = templar.template(trust_as_template("{{ _python_venv_pip_conf }}"))
+    assert conf.startswith("# Managed by llmserve.aws")
+    assert "index-url = %s\n" % URL in conf and "find-links = /wheels\n" in conf and "no-index = true\n" in conf

@@ -1,9 +1,8 @@
-"""The sizing filters: direct calls, through a real ansible-playbook run, and their docs against their signatures."""
+"""The sizing filters: direct calls and their docs against their signatures (through a real ansible-playbook run:
+tests/integration/test_sizing_filter_playbook.py)."""
 
 import inspect
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,9 +17,8 @@ from ansible_collections.llmserve.aws.plugins.filter import sizing as sizing_fil
 from ansible_collections.llmserve.aws.plugins.module_utils._sizing import model_spec  # noqa: E402
 from ansible_collections.llmserve.aws.plugins.module_utils._sizing import planner  # noqa: E402
 from ansible_collections.llmserve.aws.plugins.module_utils._sizing import request  # noqa: E402
+from tests.support.playbook import run_ansible  # noqa: E402
 
-BIN = Path(sys.executable).parent
-ENV = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO / ".collections"), ANSIBLE_NOCOLOR="1")
 QWEN25_7B = {
     "model_type": "qwen2", "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
     "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064, "max_position_embeddings": 32768,
@@ -85,51 +83,11 @@ def test_plan_instance_fails_with_what_would_fit():
         sizing_filters.plan_instance(8, context_length=4096)
 
 
-PLAYBOOK = """
-- hosts: localhost
-  gather_facts: false
-  tasks:
-    - name: Plan in a template
-      ansible.builtin.set_fact:
-        plan: "{{ 70 | llmserve.aws.plan_instance(dtype='float16', max_model_len=8192, concurrency=16) }}"
-        per_gpu: "{{ 70 | llmserve.aws.model_memory_gib(dtype='float16', max_model_len=8192, concurrency=16,
-                                                        tensor_parallel_size=8) }}"
-        from_config: "{{ lookup('ansible.builtin.file', config_path) | from_json
-                         | llmserve.aws.model_memory_gib(max_model_len=8192) }}"
-    - name: Write them out
-      ansible.builtin.copy:
-        content: "{{ {'instance': plan.instance_type, 'tp': plan.tensor_parallel_size, 'per_gpu': per_gpu,
-                      'from_config': from_config} | to_json }}"
-        dest: "{{ result_path }}"
-        mode: "0644"
-    - name: A profile that does not fit fails the task
-      ansible.builtin.debug:
-        msg: "{{ 405 | llmserve.aws.plan_instance(dtype='bfloat16', instance_type='p5.48xlarge') }}"
-"""
-
-
-def test_filters_in_a_real_playbook(tmp_path):
-    (tmp_path / "play.yml").write_text(PLAYBOOK)
-    (tmp_path / "config.json").write_text(json.dumps(QWEN25_7B))
-    completed = subprocess.run(
-        [str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local", str(tmp_path / "play.yml"),
-         "-e", "config_path=%s result_path=%s" % (tmp_path / "config.json", tmp_path / "result.json"),
-         "-e", "ansible_python_interpreter=%s" % sys.executable],
-        capture_output=True, text=True, env=ENV, timeout=120, check=False)
-    output = completed.stdout + completed.stderr
-    assert completed.returncode == 2, output  # the last task fails, as it should
-    shown = json.loads((tmp_path / "result.json").read_text())
-    assert shown == {"instance": "p4d.24xlarge", "tp": 8, "per_gpu": 24.34,
-                     "from_config": sizing_filters.model_memory_gib(QWEN25_7B, max_model_len=8192)}
-    assert "dtype=fp8 quantization=fp8 fits p5.48xlarge" in output
-
-
 @pytest.fixture(scope="module")
 def filter_docs():
     """What ansible-doc renders for both filters, from their YAML files."""
     names = ["llmserve.aws.model_memory_gib", "llmserve.aws.plan_instance"]
-    completed = subprocess.run([str(BIN / "ansible-doc"), "-t", "filter", "--json"] + names,
-                               capture_output=True, text=True, env=ENV, timeout=60, check=False)
+    completed = run_ansible("ansible-doc", "-t", "filter", "--json", *names, timeout_s=60)
     assert completed.returncode == 0, completed.stderr
     rendered = json.loads(completed.stdout)
     return dict((name.rsplit(".", 1)[1], rendered[name]["doc"]) for name in names)

@@ -4,7 +4,9 @@
 # Cached by the pins; prints the folder on the last line.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)"
-cache="${LLMSERVE_CACHE:-$HOME/.cache/llmserve-aws}"
+# shellcheck source=tests/bench/cache.sh
+source "$repo/tests/bench/cache.sh"
+cache_init demo_wheelhouse
 mapfile -t pins < <(python - "$repo" <<'PY'
 import sys
 import yaml
@@ -15,11 +17,10 @@ pins = set(model_sync["model_sync_pip_packages"]) | {"boto3==" + str(spot["spot_
 print("\n".join(sorted(pins)))
 PY
 )
-dest="$cache/wheelhouse/demo-$(printf '%s\n' "${pins[@]}" | sha256sum | cut -c1-12)"
-if [ ! -d "$dest" ]; then
-  rm -rf "$dest.tmp"
+
+download_pins() {
   python -m pip download --quiet --disable-pip-version-check --only-binary=:all: --python-version 3.11 \
-    --dest "$dest.tmp" "${pins[@]}"
-  mv "$dest.tmp" "$dest"
-fi
-echo "$dest"
+    --dest "$1" "${pins[@]}"
+}
+
+cache_ensure "$LLMSERVE_CACHE/wheelhouse/demo-$(printf '%s\n' "${pins[@]}" | cache_key -)" download_pins

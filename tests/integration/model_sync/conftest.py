@@ -10,7 +10,6 @@
 
 import json
 import os
-import socket
 import sys
 import subprocess
 import time
@@ -18,6 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from tests.support.net import free_port, listening
+from tests.support.wait import still_running, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 ACCESS_KEY, SECRET_KEY, REGION = "LLMSERVEMODELSYNC", "model-sync-test-secret", "us-east-1"
@@ -47,12 +49,6 @@ def module_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (collections / "amazon").symlink_to(Path(list(ansible_collections.amazon.aws.__path__)[0]).parent)
     (collections / "llmserve" / "aws").symlink_to(REPO_ROOT)
     return root
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -93,23 +89,24 @@ class LocalS3:
 
 def start_rclone(s3_tools: Path, data_dir: Path, log: Path, *extra: str) -> LocalS3:
     data_dir.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     command = [
         str(s3_tools / "bin" / "rclone"), "serve", "s3", "--addr", f"127.0.0.1:{port}",
         "--auth-key", f"{ACCESS_KEY},{SECRET_KEY}", "--config", "/dev/null", *extra, str(data_dir),
     ]
     with open(log, "wb") as output:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"rclone serve s3 exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return LocalS3(f"http://127.0.0.1:{port}", data_dir, process, log=log)
-        time.sleep(0.05)
-    process.kill()
-    raise RuntimeError(f"rclone serve s3 did not listen within {START_TIMEOUT_S:.0f} s:\n{log.read_text()[-3000:]}")
+
+    def log_tail() -> str:
+        return log.read_text()[-3000:]
+
+    try:
+        wait_until(lambda: listening(port) or still_running(process, "rclone serve s3", log_tail), START_TIMEOUT_S,
+                   f"rclone serve s3 to listen on {port}", detail=log_tail)
+    except AssertionError:
+        process.kill()
+        raise
+    return LocalS3(f"http://127.0.0.1:{port}", data_dir, process, log=log)
 
 
 def stop_rclone(server: LocalS3) -> None:
@@ -193,7 +190,7 @@ def moto_with_iam(tmp_path: Path):
     import boto3
 
     setup_actions = 7  # the requests below, made before enforcement starts
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT=str(setup_actions))
     log = tmp_path / "moto.log"
     with open(log, "wb") as output:
@@ -203,14 +200,11 @@ def moto_with_iam(tmp_path: Path):
         )
     endpoint = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"moto did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.1)
+        def log_tail() -> str:
+            return log.read_text()[-3000:]
+
+        wait_until(lambda: listening(port) or still_running(server, "moto", log_tail), 60,
+                   f"moto to listen on {port}", interval_s=0.1, detail=log_tail)
         kw = dict(endpoint_url=endpoint, region_name=REGION, aws_access_key_id="setup", aws_secret_access_key="setup")
         s3, iam = boto3.client("s3", **kw), boto3.client("iam", **kw)
         s3.create_bucket(Bucket="models")

@@ -10,12 +10,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import time
 import zlib
 from pathlib import Path
 
 import pytest
+
+from tests.support.playbook import ansible_env, run_playbook
+from tests.support.wait import still_running, wait_until
 
 BUCKET, PREFIX = "models", "tiny/"
 MIB = 1024 * 1024
@@ -193,10 +194,9 @@ def test_interrupted_transfer_resumes(run_module, rclone_factory, tmp_path):
         stderr=subprocess.PIPE, start_new_session=True,
     )
     journal = dest / ".model-sync" / "verified.jsonl"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (journal.exists() and journal.read_text().count("\n") >= 2):
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.02)
+    wait_until(lambda: (journal.exists() and journal.read_text().count("\n") >= 2)
+               or still_running(proc, "the sync", lambda: str(proc.communicate())),
+               60, "two verified files in the journal", interval_s=0.02)
     os.killpg(proc.pid, signal.SIGKILL)  # the module and s5cmd, as a lost SSH session or a reboot would
     proc.wait(10)
     assert not (dest / "current").exists()
@@ -365,15 +365,11 @@ def test_play_output_shows_progress_while_downloading(s3_tools, rclone_factory, 
         "tasks": [{"name": "Sync the model", "llmserve.aws.s3_model_sync": task, "register": "synced"},
                   {"name": "Show", "ansible.builtin.debug": {"msg": "changed={{ synced.changed }}"}}],
     }]))
-    repo = Path(__file__).resolve().parents[3]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(ANSIBLE_COLLECTIONS_PATH=str(repo / ".collections"), ANSIBLE_NOCOLOR="1",
-               ANSIBLE_LOCALHOST_WARNING="false", ANSIBLE_INVENTORY_UNPARSED_WARNING="false")
-    command = [str(Path(sys.executable).parent / "ansible-playbook"),
-               "-e", f"ansible_python_interpreter={s3_tools / 'bin' / 'python'}", str(playbook)]
+    env = ansible_env(drop_prefixes=("AWS_",))
+    arguments = ("-e", f"ansible_python_interpreter={s3_tools / 'bin' / 'python'}", str(playbook))
 
-    first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=False)
-    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=False)
+    first = run_playbook(*arguments, env=env)
+    again = run_playbook(*arguments, env=env)
 
     assert first.returncode == 0, first.stdout + first.stderr
     lines = [line for line in first.stdout.splitlines() if "s3_model_sync: download" in line]

@@ -30,6 +30,7 @@ MAX_EXPOSURE = 2.0
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 from tests.bench import spot_bench  # noqa: E402  (the drill's own helpers: one reading of IMDS's request log)
+from tests.support.wait import wait_until  # noqa: E402
 
 
 def aws(service):
@@ -131,8 +132,8 @@ def test_planned_restart_of_vllm_deregisters_first_then_registers_when_healthy(h
     restart = host.run("systemctl restart vllm.service")
     assert restart.rc == 0, restart.stderr
     health = f"curl -sf http://127.0.0.1:{BENCH['spot_interruption_bench_vllm_port']}/health"
-    spot_bench.wait_until(lambda: host.run(health).rc == 0, 240, "vLLM healthy again", interval_s=0.1)
-    spot_bench.wait_until(
+    wait_until(lambda: host.run(health).rc == 0, 240, "vLLM healthy again", interval_s=0.1)
+    wait_until(
         lambda: seen and seen[-1][1] == "healthy" and any(state != "healthy" for _when, state in seen),
         120,
         "the target out of service, then back",
@@ -200,7 +201,7 @@ def test_drill_all_streams_finish_target_leaves_within_two_seconds_vllm_stops_af
     # Stopped because vLLM reported nothing in flight, with no timer in between (the seconds: the benchmark).
     assert steps[steps.index("requests_drained") + 1] == "vllm_stop_requested"
     assert re.search(r"event=requests_drained running=0 waiting=0", watcher_log)
-    # Deregistered in the poll cycle that saw the notice (the seconds: `make bench-spot-drill`).
+    # Deregistered in the poll cycle that saw the notice (the seconds: `make benchmark-spot-drill`).
     between = [
         spot_bench.event_epoch({"time": re.search(rf"^(\S+) event={name}", watcher_log, re.MULTILINE).group(1)})
         for name in ("notice", "deregistered")

@@ -25,7 +25,7 @@ SCENARIO = Path(__file__).resolve().parent.parent
 REPO_ROOT = SCENARIO.parents[3]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
-from tests.bench.spot_bench import wait_until  # noqa: E402  (the bench's one polling wait)
+from tests.support.wait import wait_until  # noqa: E402  (the tests' one polling wait)
 
 SETTINGS = yaml.safe_load((SCENARIO / "vars" / "bench.yml").read_text())
 NAME = SETTINGS["vllm_service_name"]

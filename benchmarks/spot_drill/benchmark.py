@@ -28,7 +28,7 @@ restarting vLLM takes 20-45 s per round on 2 cores. --restart-vllm stops it for 
 main process with --shutdown-timeout, what KillMode=mixed does) and starts it again. The systemd stop path is
 proven by the role's molecule scenario, not here.
 
-Not part of `make test`. Run: .venv/bin/python benchmarks/spot_drill/bench.py [--rounds 20] [--requests 16]
+Not part of `make test`. Run: .venv/bin/python benchmarks/spot_drill/benchmark.py [--rounds 20] [--requests 16]
     [--max-tokens 1500] [--poll-interval 1.0] [--restart-vllm] [--json FILE] [--keep-workdir]
 """
 

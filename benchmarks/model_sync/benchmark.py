@@ -12,7 +12,7 @@ drift from other load hits them alike); the table shows medians of the rounds in
 - "aws s3 sync": AWS CLI v1 defaults.
 Then the unchanged re-sync: the module again on the synced folder (nothing to download).
 
-Not part of `make test`. Run: python3 benchmarks/model_sync/bench.py [--rounds 3] [--workdir DIR] [--baseline REF]
+Not part of `make test`. Run: python3 benchmarks/model_sync/benchmark.py [--rounds 3] [--workdir DIR] [--baseline REF]
 It builds what it needs (tests/bench/s3_tools.sh, an awscli venv in the bench cache) and removes its ~2 GiB of
 shards and the downloads when it ends.
 """
@@ -32,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("LLMSERVE_CACHE", Path.home() / ".cache" / "llmserve-aws"))
 SHARDS, SHARD_MIB = 4, 512
-ACCESS_KEY, SECRET_KEY, REGION = "BENCHMODELSYNC", "bench-model-sync-secret", "us-east-1"
+ACCESS_KEY, SECRET_KEY, REGION = "BENCHMODELSYNC", "benchmark-model-sync-secret", "us-east-1"
 BUCKET = "bench"
 MIB = 1024 * 1024
 RUN_TIMEOUT_S = 600
@@ -172,7 +172,7 @@ def main() -> int:
     args = parser.parse_args()
 
     tools, aws = s3_tools(), awscli_venv()
-    workdir = Path(tempfile.mkdtemp(prefix="bench-model-sync-", dir=args.workdir))
+    workdir = Path(tempfile.mkdtemp(prefix="benchmark-model-sync-", dir=args.workdir))
     data, downloads = workdir / "s3", workdir / "dest"
     data.mkdir()
     rclone, endpoint = start_rclone(tools, data, workdir / "rclone.log")
