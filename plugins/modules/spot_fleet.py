@@ -11,7 +11,7 @@ DOCUMENTATION = r"""
 ---
 module: spot_fleet
 short_description: Idempotent EC2 Spot Fleet requests from a launch template, with an on-demand base
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Creates, resizes and cancels an EC2 Spot Fleet request identified by O(name). The request carries the tag
     C(llmserve:spot-fleet=<name>) and a C(ClientToken) derived from the name, so a re-run (or a retry after a lost
