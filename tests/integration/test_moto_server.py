@@ -245,10 +245,11 @@ def test_forced_failure_fails_a_create_and_rolls_back_an_update(aws_clean):
     aws_clean.configure(sagemaker_delay_s=0.3, sagemaker_failure_reason="health check failed")
 
     sagemaker.update_endpoint(EndpointName="llm", EndpointConfigName="green")
-    wait_for(endpoint_status(sagemaker, "llm"), lambda status: status != "Updating")
+    poll(endpoint_status(sagemaker, "llm"), lambda status: status != "Updating", what="the update to roll back")
     rolled_back = sagemaker.describe_endpoint(EndpointName="llm")
     sagemaker.create_endpoint(EndpointName="other", EndpointConfigName="green")
-    status, _elapsed = wait_for(endpoint_status(sagemaker, "other"), lambda status: status != "Creating")
+    status, _elapsed = poll(endpoint_status(sagemaker, "other"), lambda status: status != "Creating",
+                            what="the create to fail")
 
     assert (rolled_back["EndpointStatus"], rolled_back["EndpointConfigName"]) == ("InService", "blue")
     assert rolled_back["FailureReason"] == "health check failed"

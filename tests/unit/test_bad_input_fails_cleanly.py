@@ -66,7 +66,7 @@ def test_instance_store_refuses_malformed_names(args, parameter):
 ])
 @pytest.mark.parametrize("args, parameter", [
     ({"dest": "models/tiny"}, "dest"), ({"dest": "/"}, "dest"), ({"dest": "/opt/models/.."}, "dest"),
-    ({"dest": "/opt/models/x\n"}, "dest"), ({"min_free_mb": -1}, "min_free_mb"),
+    ({"dest": "/opt/models/x\n"}, "dest"), ({"min_free_mib": -1}, "min_free_mib"),
     ({"exclude": ["*.bin\n"]}, "exclude"),
 ])
 def test_sync_modules_refuse_bad_common_options(tmp_path, module, source, args, parameter):

@@ -20,7 +20,7 @@ AWKWARD_KEYS = ["m/it's a file.txt", "m/star*[x]?.bin", 'm/dq"x.txt', "m/uni-ü 
 
 def test_s5cmd_script_lines_split_back_to_the_exact_key_and_path():
     jobs = [source_s3.Job(key[2:], "models", key, 1, "/stage/" + key[2:]) for key in AWKWARD_KEYS]
-    lines = transfer.s5cmd_script(jobs, concurrency=16, part_size_mb=50).splitlines()
+    lines = transfer.s5cmd_script(jobs, concurrency=16, part_size_mib=50).splitlines()
     assert len(lines) == len(jobs)
     for line, job in zip(lines, jobs):
         words = shlex.split(line)

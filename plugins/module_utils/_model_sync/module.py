@@ -31,7 +31,7 @@ def sync_argument_spec(**own_options):
         workers=dict(type="int", default=8),
         verify=dict(type="str", choices=["checksum", "size"], default="checksum"),
         keep_versions=dict(type="int", default=1),
-        min_free_mb=dict(type="int", default=1024),
+        min_free_mib=dict(type="int", default=1024, aliases=["min_free_mb"]),
         progress_interval=dict(type="int", default=10),
         progress_id=dict(type="str"),
     )
@@ -54,9 +54,9 @@ def common_option_errors(params):
     """Errors in the options both sync modules share (each names the option), before anything is written."""
     errors = [grammar.absolute_path("dest", params["dest"], allow_root=False),
               grammar.control_character("progress_id", params.get("progress_id"))]
-    if params["min_free_mb"] < 0:
-        errors.append("min_free_mb must not be negative, got %d: it is the space left free after the download"
-                      % params["min_free_mb"])
+    if params["min_free_mib"] < 0:
+        errors.append("min_free_mib must not be negative, got %d: it is the space left free after the download"
+                      % params["min_free_mib"])
     for pattern in params.get("exclude") or []:
         errors.append(grammar.control_character("exclude item", pattern))
     return [error for error in errors if error]
@@ -77,7 +77,7 @@ def run_sync_module(module, model_source, engine, source_errors, **failure_facts
         engine,
         verify=params["verify"],
         keep_versions=params["keep_versions"],
-        reserve_bytes=params["min_free_mb"] * MIB,
+        reserve_bytes=params["min_free_mib"] * MIB,
         warn=module.warn,
         progress_id=params["progress_id"],
     )

@@ -80,7 +80,7 @@ def find_s5cmd(explicit=None):
     return shutil.which("s5cmd")
 
 
-def s5cmd_script(jobs, concurrency, part_size_mb):
+def s5cmd_script(jobs, concurrency, part_size_mib):
     """An ``s5cmd run`` command file: one ``cp`` per file. ``--raw`` keeps ``*?[`` in keys literal; s5cmd splits
     each line like a POSIX shell, so shell quoting carries any other character (keys with line breaks are refused
     by the planner)."""
@@ -88,7 +88,7 @@ def s5cmd_script(jobs, concurrency, part_size_mb):
     for job in jobs:
         lines.append(
             "cp --raw --concurrency %d --part-size %d %s %s"
-            % (concurrency, part_size_mb, shlex.quote("s3://%s/%s" % (job.bucket, job.key)), shlex.quote(job.path))
+            % (concurrency, part_size_mib, shlex.quote("s3://%s/%s" % (job.bucket, job.key)), shlex.quote(job.path))
         )
     return "\n".join(lines) + "\n"
 
@@ -126,10 +126,10 @@ class S5cmdEngine(object):
     name = "s5cmd"
 
     def __init__(self, binary, env, endpoint_url=None, validate_certs=True, workers=16, concurrency=16,
-                 part_size_mb=50, retries=10):
+                 part_size_mib=50, retries=10):
         self.binary, self.env = binary, env
         self.endpoint_url, self.validate_certs = endpoint_url, validate_certs
-        self.workers, self.concurrency, self.part_size_mb, self.retries = workers, concurrency, part_size_mb, retries
+        self.workers, self.concurrency, self.part_size_mib, self.retries = workers, concurrency, part_size_mib, retries
 
     def _global_options(self):
         cmd = [self.binary, "--json"]
@@ -183,7 +183,7 @@ class S5cmdEngine(object):
         by_source = dict(("s3://%s/%s" % (job.bucket, job.key), job) for job in jobs)
         handle, script_path = tempfile.mkstemp(prefix="s5cmd-", suffix=".txt", dir=workdir)
         with os.fdopen(handle, "w") as script:
-            script.write(s5cmd_script(jobs, self.concurrency, self.part_size_mb))
+            script.write(s5cmd_script(jobs, self.concurrency, self.part_size_mib))
         errors = []
         try:
             proc = subprocess.Popen(
@@ -225,12 +225,12 @@ class Boto3Engine(object):
 
     name = "boto3"
 
-    def __init__(self, client, workers=4, concurrency=10, part_size_mb=8):
+    def __init__(self, client, workers=4, concurrency=10, part_size_mib=8):
         self.client = client
         self.workers = workers
         self.config = TransferConfig(
-            multipart_threshold=part_size_mb * MIB,
-            multipart_chunksize=part_size_mb * MIB,
+            multipart_threshold=part_size_mib * MIB,
+            multipart_chunksize=part_size_mib * MIB,
             max_concurrency=concurrency,
             use_threads=True,
         )

@@ -81,7 +81,7 @@ class LocalS3:
             access_key=self.access_key,
             secret_key=self.secret_key,
             progress_interval=0,
-            min_free_mb=0,
+            min_free_mib=0,
         )
         base.update(args)
         return base

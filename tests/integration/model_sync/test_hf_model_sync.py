@@ -29,7 +29,7 @@ def hub():
 
 def args(hub, dest: Path, **extra) -> dict:
     base = dict(repo="acme/tiny-llama", token=TOKEN, endpoint=hub.endpoint, dest=str(dest), progress_interval=0,
-                min_free_mb=0, exclude=["original/*"])
+                min_free_mib=0, exclude=["original/*"])
     base.update(extra)
     return base
 

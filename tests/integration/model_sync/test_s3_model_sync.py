@@ -188,7 +188,7 @@ def test_interrupted_transfer_resumes(run_module, rclone_factory, tmp_path):
     files = {f"shard-{i}.safetensors": rng.randbytes(4 * MIB) for i in range(5)}
     upload(s3, files)
     dest = tmp_path / "dest"
-    args = s3.module_args(source=f"s3://{BUCKET}/{PREFIX}", dest=str(dest), workers=1, concurrency=2, part_size_mb=5)
+    args = s3.module_args(source=f"s3://{BUCKET}/{PREFIX}", dest=str(dest), workers=1, concurrency=2, part_size_mib=5)
     proc = subprocess.Popen(
         run_module.command("s3_model_sync", args), env=run_module.env(), stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, start_new_session=True,
@@ -279,7 +279,7 @@ def test_disk_too_small_is_refused_before_downloading(run_module, local_s3, tmp_
     dest = tmp_path / "dest"
     free_mib = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize // MIB
 
-    result = sync(run_module, local_s3, dest, min_free_mb=free_mib)
+    result = sync(run_module, local_s3, dest, min_free_mib=free_mib)
 
     assert result.get("failed") is True
     assert "not enough disk space" in result["msg"] and "reserve" in result["msg"]
@@ -318,7 +318,7 @@ def test_access_denied_names_the_iam_action(run_module, moto_with_iam, tmp_path,
     endpoint, users = moto_with_iam
     access_key, secret_key = users[user]
     args = dict(source="s3://models/tiny/", dest=str(tmp_path / "dest"), endpoint_url=endpoint, region="us-east-1",
-                access_key=access_key, secret_key=secret_key, progress_interval=0, min_free_mb=0)
+                access_key=access_key, secret_key=secret_key, progress_interval=0, min_free_mib=0)
 
     result = run_module("s3_model_sync", args)
 
@@ -345,7 +345,7 @@ def test_multipart_etag_is_verified(run_module, aws_clean, tmp_path):
 
     result = run_module("s3_model_sync", dict(
         source=f"s3://{BUCKET}/{PREFIX}", dest=str(tmp_path / "dest"), endpoint_url=aws_clean.endpoint_url,
-        region=aws_clean.region, access_key="testing", secret_key="testing", progress_interval=0, min_free_mb=0))
+        region=aws_clean.region, access_key="testing", secret_key="testing", progress_interval=0, min_free_mib=0))
 
     assert result.get("failed") is not True, result
     assert result["verification"] == {"MD5_MULTIPART": 1, "MD5": 1}
