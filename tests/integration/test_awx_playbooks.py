@@ -142,6 +142,7 @@ EXPECTED_HOSTS = {
     "playbooks/serve_405b.yml": ["host-405b-a"],
     "playbooks/rolling_update.yml": ["host-13b-a"],  # the survey's answer 13b
     "playbooks/fleet.yml": ["localhost"],
+    "playbooks/sagemaker_endpoint.yml": ["localhost"],
     "playbooks/drill_spot_interruption.yml": ["host-7b-b"],  # the launch limit: the one spot host
 }
 
