@@ -30,6 +30,10 @@ BENCH_ENV = LLMSERVE_BENCH_IMAGE="$$(tests/bench/host_image.sh | tail -n 1)"; \
 	export LLMSERVE_BENCH_IMAGE LLMSERVE_VLLM_VENV LLMSERVE_TINY_MODEL LLMSERVE_VLLM_WHEELHOUSE \
 	  LLMSERVE_DEMO_MODEL LLMSERVE_DEMO_WHEELHOUSE;
 
+# --junitxml=DIR/NAME.xml when tests/gates.sh gave a report folder: a gate running pytest twice keeps both reports
+# (a later --junitxml wins over the one in PYTEST_ADDOPTS).
+junit_report = $(if $(LLMSERVE_JUNIT_DIR),--junitxml=$(LLMSERVE_JUNIT_DIR)/$(1).xml)
+
 .PHONY: help
 help: ## list the targets
 	@grep -E '^[a-z.-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -46,7 +50,9 @@ venv: $(BIN)/.installed collections ## control venv (.venv): ansible + amazon.aw
 .PHONY: collections
 collections: ## make this checkout visible to Ansible as llmserve.aws (a link under .collections/)
 	@mkdir -p .collections/ansible_collections/llmserve
-	@ln -sfn ../../.. .collections/ansible_collections/llmserve/aws
+	@# Only when missing: gates in two lanes run this at once, and two `ln -sfn` can race.
+	@[ "$$(readlink .collections/ansible_collections/llmserve/aws)" = ../../.. ] \
+	  || ln -sfn ../../.. .collections/ansible_collections/llmserve/aws
 
 .PHONY: host-packages
 host-packages: ## Debian packages the bench needs (docker.io, debootstrap, shellcheck)
@@ -74,8 +80,11 @@ unit: venv ## pytest unit tests (pure logic, seconds)
 	pytest -q tests/unit
 
 .PHONY: integration
-integration: venv bench ## pytest integration tests: moto server, IMDS emulator, vLLM on CPU
-	$(BENCH_ENV) pytest -q tests/integration
+integration: venv bench ## pytest integration tests: the AWS ones two at a time (by file), then those with vLLM alone
+	$(BENCH_ENV) rc=0; \
+	pytest -q -m "not vllm" -n 2 --dist loadfile $(call junit_report,integration-aws) tests/integration || rc=$$?; \
+	pytest -q -m vllm $(call junit_report,integration-vllm) tests/integration || rc=$$?; \
+	exit $$rc
 
 .PHONY: molecule
 molecule: venv bench ## molecule scenarios on the systemd host (all, or ROLE=name)

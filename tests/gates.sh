@@ -8,9 +8,6 @@ cd "$repo" || exit 1
 reports="$repo/tests/output/gates"
 rm -rf "$reports"
 mkdir -p "$reports"
-passed=0
-failed=0
-failed_gates=()
 started=$SECONDS
 
 junit() {  # junit counts|failures REPORT...: "passed failed" over the reports, or one line per failed test
@@ -36,38 +33,79 @@ if mode == "counts":
 PY
 }
 
-gate() {  # gate NAME make-target [make args...]
-  # pytest (PYTEST_ADDOPTS) and molecule's verifier (LLMSERVE_VERIFY_REPORTS) write junit reports into the gate's
-  # folder; a gate with reports counts their test cases, one without counts as one.
-  local name="$1" dir="$reports/$1" t0=$SECONDS rc reports_found
+gate() {  # gate NAME make-target [make args...]; LLMSERVE_GATE_QUIET=1: into its log only, not on stdout too
+  # pytest (PYTEST_ADDOPTS, LLMSERVE_JUNIT_DIR) and molecule's verifier (LLMSERVE_VERIFY_REPORTS) write junit
+  # reports into the gate's folder; a gate with reports counts their test cases, one without counts as one. The
+  # outcome goes to NAME.result ("rc passed failed seconds"), so that gates run in a background lane count too.
+  local name="$1" dir="$reports/$1" t0=$SECONDS rc reports_found p=0 f=0
   shift
   mkdir -p "$dir"
   echo "==== gate: $name"
-  PYTEST_ADDOPTS="--junitxml=$dir/pytest.xml" LLMSERVE_VERIFY_REPORTS="$dir" \
-    make --no-print-directory "$@" 2>&1 | tee "$reports/$name.log"
-  rc=${PIPESTATUS[0]}
+  if [ "${LLMSERVE_GATE_QUIET:-0}" = 1 ]; then
+    PYTEST_ADDOPTS="--junitxml=$dir/pytest.xml" LLMSERVE_JUNIT_DIR="$dir" LLMSERVE_VERIFY_REPORTS="$dir" \
+      make --no-print-directory "$@" >"$reports/$name.log" 2>&1
+    rc=$?
+  else
+    PYTEST_ADDOPTS="--junitxml=$dir/pytest.xml" LLMSERVE_JUNIT_DIR="$dir" LLMSERVE_VERIFY_REPORTS="$dir" \
+      make --no-print-directory "$@" 2>&1 | tee "$reports/$name.log"
+    rc=${PIPESTATUS[0]}
+  fi
   reports_found=("$dir"/*.xml)
   if [ -e "${reports_found[0]}" ]; then
     read -r p f < <(junit counts "${reports_found[@]}")
-    passed=$((passed + p)); failed=$((failed + f))
-    [ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && failed=$((failed + 1))
+    [ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1
   elif [ "$rc" -eq 0 ]; then
-    passed=$((passed + 1))
+    p=1
   else
-    failed=$((failed + 1))
+    f=1
   fi
-  [ "$rc" -ne 0 ] && failed_gates+=("$name")
+  echo "$rc $p $f $((SECONDS - t0))" >"$reports/$name.result"
   echo "==== gate: $name: $([ "$rc" -eq 0 ] && echo ok || echo FAILED) in $((SECONDS - t0)) s"
 }
 
-gate lint lint
-gate sanity sanity
-gate galaxy-import galaxy-import
-gate unit unit
-gate watcher-pythons test-watcher-pythons
-gate integration integration
-for scenario in $(make --no-print-directory -s print-molecule-scenarios); do
+# Build or reuse what every gate needs once, before two lanes could race to make the same venv or image (a
+# failure here shows again in the first gate that needs the part).
+make --no-print-directory venv host-packages bench || echo "==== set-up failed; the gates below show where"
+
+# The static gates (no host, no port, no timing) run in a lane of their own beside the first molecule
+# scenarios, which spend much of their time waiting on containers; the load-sensitive gates (integration's vLLM
+# drills, the vLLM scenarios) run after it, alone.
+static_gates=(lint sanity galaxy-import unit watcher-pythons)
+(
+  export LLMSERVE_GATE_QUIET=1
+  gate lint lint
+  gate sanity sanity
+  gate galaxy-import galaxy-import
+  gate unit unit
+  gate watcher-pythons test-watcher-pythons
+) &
+static_lane=$!
+read -r -a scenarios < <(make --no-print-directory -s print-molecule-scenarios)
+beside_static=(gpu_check model_sync bench)
+for scenario in "${beside_static[@]}"; do
   gate "molecule-$scenario" molecule ROLE="$scenario"
+done
+wait "$static_lane"
+for name in "${static_gates[@]}"; do
+  echo "==== log of the static lane's gate $name"
+  cat "$reports/$name.log"
+  read -r rc _ _ seconds <"$reports/$name.result"
+  echo "==== gate: $name: $([ "$rc" -eq 0 ] && echo ok || echo FAILED) in $seconds s (static lane)"
+done
+gate integration integration
+for scenario in "${scenarios[@]}"; do
+  [[ " ${beside_static[*]} " == *" $scenario "* ]] && continue
+  gate "molecule-$scenario" molecule ROLE="$scenario"
+done
+
+failed_gates=()
+passed=0
+failed=0
+for result in "$reports"/*.result; do
+  name="$(basename "$result" .result)"
+  read -r rc p f _ <"$result"
+  passed=$((passed + p)); failed=$((failed + f))
+  [ "$rc" -ne 0 ] && failed_gates+=("$name")
 done
 
 # CI keeps only the tail of this output: end with why each failed gate failed.

@@ -1250,15 +1250,18 @@ class Watcher:
         self._mutate(note)
         log(event, step=step, reason=reason, bound=utc_stamp(bound), **self._elapsed())
 
-    def _io(self, step, what, function, *args):
+    def _io(self, step, what, function, *args, sent_event=None, **sent_fields):
         """function(*args) off the main loop: PENDING while it runs or waits out its backoff, then its result.
-        A failure raises here once; the call is repeated after a jittered, growing delay."""
+        A failure raises here once; the call is repeated after a jittered, growing delay. With sent_event, each
+        attempt is logged as it starts (the drill checks that deregistration starts in the notice's own cycle)."""
         key = (step, what) + tuple(str(arg) for arg in args)
         call = self._calls.get(key)
         if call is None:
             if time.monotonic() < self._retry_at.get(key, 0.0):
                 return PENDING
             self._calls[key] = BackgroundCall(what, function, args, self._wake)
+            if sent_event:
+                log(sent_event, attempt=self._call_failures.get(key, 0) + 1, **sent_fields, **self._elapsed())
             return PENDING
         if not call.done:
             return PENDING
@@ -1291,7 +1294,8 @@ class Watcher:
             if arn in self.state["deregistered_target_groups"]:
                 continue
             deregistered = self._io(
-                "deregister", "DeregisterTargets", self.aws.deregister, arn, self.instance_id, self.config.target_port
+                "deregister", "DeregisterTargets", self.aws.deregister, arn, self.instance_id, self.config.target_port,
+                sent_event="deregister_sent", target_group=arn,
             )
             if deregistered is PENDING:
                 return False
