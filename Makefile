@@ -16,9 +16,10 @@ export PATH := $(BIN):$(PATH)
 export LLMSERVE_VERIFY_REPORTS ?= $(CURDIR)/tests/output/verify
 # Prefix of the molecule host containers' names: two checkouts on one Docker daemon each set their own.
 MOLECULE_HOST_PREFIX ?= llmserve
-# Roles with a molecule scenario, the bench's own smoke scenario (tests/bench), and the playbooks on a two-host
-# fleet (tests/playbooks).
-MOLECULE_SCENARIOS := $(sort $(patsubst roles/%/molecule/default/molecule.yml,%,$(wildcard roles/*/molecule/default/molecule.yml))) bench playbooks
+# Roles with a molecule scenario and the playbooks on a fleet the local AWS launches (tests/fleet: fleet.yml,
+# serve.yml through the dynamic inventory, resize, rolling update). The bench's own smoke scenario (tests/bench,
+# `make molecule ROLE=bench`) is for when the bench itself is in doubt: every scenario here runs on the same parts.
+MOLECULE_SCENARIOS := $(sort $(patsubst roles/%/molecule/default/molecule.yml,%,$(wildcard roles/*/molecule/default/molecule.yml))) fleet
 ROLE ?= $(MOLECULE_SCENARIOS)
 # Where the bench's parts are, for tests and scenarios (each script builds on first use, then answers at once).
 BENCH_ENV = LLMSERVE_BENCH_IMAGE="$$(tests/bench/host_image.sh | tail -n 1)"; \
@@ -80,17 +81,21 @@ unit: venv ## pytest unit tests (pure logic, seconds)
 	pytest -q tests/unit
 
 .PHONY: integration
-integration: venv bench ## pytest integration tests: the AWS ones two at a time (by file), then those with vLLM alone
-	$(BENCH_ENV) rc=0; \
-	pytest -q -m "not vllm" -n 2 --dist loadfile $(call junit_report,integration-aws) tests/integration || rc=$$?; \
-	pytest -q -m vllm $(call junit_report,integration-vllm) tests/integration || rc=$$?; \
-	exit $$rc
+integration: integration-aws integration-vllm ## pytest integration tests (both halves below)
+
+.PHONY: integration-aws
+integration-aws: venv bench ## integration tests without vLLM (moto, IMDS emulator, launcher), two files at a time
+	$(BENCH_ENV) pytest -q -m "not vllm" -n 2 --dist loadfile $(call junit_report,integration-aws) tests/integration
+
+.PHONY: integration-vllm
+integration-vllm: venv bench ## integration tests with vLLM on CPU (marker vllm), one at a time
+	$(BENCH_ENV) pytest -q -m vllm $(call junit_report,integration-vllm) tests/integration
 
 .PHONY: molecule
 molecule: venv bench ## molecule scenarios on the systemd host (all, or ROLE=name)
 	$(BENCH_ENV) \
 	for scenario in $(ROLE); do \
-	  case "$$scenario" in bench|playbooks|fleet) dir=tests/$$scenario;; *) dir=roles/$$scenario;; esac; \
+	  case "$$scenario" in bench|fleet) dir=tests/$$scenario;; *) dir=roles/$$scenario;; esac; \
 	  echo "== molecule: $$scenario"; \
 	  (cd $$dir && LLMSERVE_MOLECULE_HOST=$(MOLECULE_HOST_PREFIX)-$$scenario molecule test --all) || exit 1; \
 	done

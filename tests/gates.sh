@@ -67,10 +67,10 @@ gate() {  # gate NAME make-target [make args...]; LLMSERVE_GATE_QUIET=1: into it
 # failure here shows again in the first gate that needs the part).
 make --no-print-directory venv host-packages bench || echo "==== set-up failed; the gates below show where"
 
-# The static gates (no host, no port, no timing) run in a lane of their own beside the first molecule
-# scenarios, which spend much of their time waiting on containers; the load-sensitive gates (integration's vLLM
-# drills, the vLLM scenarios) run after it, alone.
-static_gates=(lint sanity galaxy-import unit watcher-pythons)
+# Two lanes at first: the static gates and the AWS integration tests (no host container, no vLLM, no fixed port)
+# beside the first molecule scenarios, which spend much of their time waiting on containers; then the
+# load-sensitive gates (the vLLM integration tests and the vLLM scenarios) one at a time.
+first_lane=(lint sanity galaxy-import unit watcher-pythons integration-aws)
 (
   export LLMSERVE_GATE_QUIET=1
   gate lint lint
@@ -78,23 +78,24 @@ static_gates=(lint sanity galaxy-import unit watcher-pythons)
   gate galaxy-import galaxy-import
   gate unit unit
   gate watcher-pythons test-watcher-pythons
+  gate integration-aws integration-aws
 ) &
-static_lane=$!
+first_lane_pid=$!
 read -r -a scenarios < <(make --no-print-directory -s print-molecule-scenarios)
-beside_static=(gpu_check model_sync bench)
-for scenario in "${beside_static[@]}"; do
+beside_first_lane=(gpu_check model_sync)
+for scenario in "${beside_first_lane[@]}"; do
   gate "molecule-$scenario" molecule ROLE="$scenario"
 done
-wait "$static_lane"
-for name in "${static_gates[@]}"; do
-  echo "==== log of the static lane's gate $name"
+wait "$first_lane_pid"
+for name in "${first_lane[@]}"; do
+  echo "==== log of the first lane's gate $name"
   cat "$reports/$name.log"
   read -r rc _ _ seconds <"$reports/$name.result"
-  echo "==== gate: $name: $([ "$rc" -eq 0 ] && echo ok || echo FAILED) in $seconds s (static lane)"
+  echo "==== gate: $name: $([ "$rc" -eq 0 ] && echo ok || echo FAILED) in $seconds s (first lane)"
 done
-gate integration integration
+gate integration-vllm integration-vllm
 for scenario in "${scenarios[@]}"; do
-  [[ " ${beside_static[*]} " == *" $scenario "* ]] && continue
+  [[ " ${beside_first_lane[*]} " == *" $scenario "* ]] && continue
   gate "molecule-$scenario" molecule ROLE="$scenario"
 done
 

@@ -62,7 +62,9 @@ LAUNCHER_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 DOCKER_TIMEOUT_S = 60.0  # one docker CLI call (run, stop, rm, ps)
-STOP_GRACE_S = 10  # `docker stop`: systemd's shutdown (RTMIN+3) before SIGKILL, as an instance's ACPI shutdown
+# `docker stop`: systemd's shutdown (RTMIN+3) before SIGKILL, as an instance's ACPI shutdown; time for the
+# registration unit to deregister and for vLLM to finish its requests.
+STOP_GRACE_S = 40
 IMAGE_TIMEOUT_S = 1800.0  # host_image.sh: seconds when cached, a debootstrap (minutes) when not
 DEFAULT_INTERVAL_S = 1.0
 # Per-host ports on the shared network: vLLM (composed in inventories/bench_fleet.yml) and the instance's IMDS.
@@ -347,12 +349,14 @@ class FleetLauncher:
         done = Pass()
         wanted = self.wanted()
         to_start, to_remove = plan(wanted, self.containers.hosts())
-        for instance_id in set(self.metadata) - set(wanted):
-            self._stop_metadata(instance_id)
         for host in to_remove:
             self.containers.remove(host)
             done.removed.append(host.name)
             self.log(f"fleet_launcher: removed {host.name} (instance {host.instance_id}, container {host.state})")
+        # Only once its host is down: on EC2 the metadata service answers while a terminated instance shuts down,
+        # and the units that stop then (the ALB registration deregistering) need the instance role from it.
+        for instance_id in set(self.metadata) - set(wanted):
+            self._stop_metadata(instance_id)
         for instance_id in to_start:
             done.started.append(self.containers.start(instance_id))
             self.log(f"fleet_launcher: started {container_name(instance_id)} for instance {instance_id}")

@@ -386,6 +386,26 @@ def test_spot_fleet_is_submitted_then_active_across_all_overrides(aws_clean, net
     assert config["SpotFleetRequestConfig"]["FulfilledCapacity"] == 3
 
 
+@pytest.mark.parametrize("by", ["Name", "Arn"])
+def test_fleet_instances_get_the_launch_templates_instance_profile(aws_clean, network, by):
+    # moto lags: no instance profile on fleet instances, so their metadata would serve no credentials.
+    ec2, iam = network["ec2"], aws_clean.client("iam")
+    profile = iam.create_instance_profile(InstanceProfileName="llm-node")["InstanceProfile"]
+    template = ec2.create_launch_template(
+        LaunchTemplateName="llm-node-with-profile",
+        LaunchTemplateData={"ImageId": AMI, "InstanceType": "g5.xlarge",
+                            "IamInstanceProfile": {by: profile[{"Name": "InstanceProfileName", "Arn": "Arn"}[by]]}},
+    )["LaunchTemplate"]  # fmt: skip
+    fleet_id = request_fleet(
+        {**network, "template": template}, [{"InstanceType": "g5.xlarge", "SubnetId": network["a"]}],
+        AllocationStrategy="diversified", TargetCapacity=2, OnDemandTargetCapacity=1,
+    )  # fmt: skip
+    launched = poll(lambda: instances(ec2, **{f"tag:{FLEET_TAG}": [fleet_id]}), lambda found: len(found) == 2,
+                    what="the fleet's two instances")[0]  # fmt: skip
+    assert sorted(i.get("InstanceLifecycle", "on-demand") for i in launched) == ["on-demand", "spot"]
+    assert [i["IamInstanceProfile"]["Arn"] for i in launched] == [profile["Arn"]] * 2
+
+
 def test_spot_fleet_lowest_price_fills_the_cheapest_pools(aws_clean, network):
     ec2 = network["ec2"]
     aws_clean.configure(spot_fleet_delay_s=0)

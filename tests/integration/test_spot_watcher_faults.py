@@ -189,7 +189,8 @@ def test_a_notice_far_in_the_future_is_capped(bench):
 
 def test_a_spot_hibernate_that_resumes_does_not_leave_the_host_drained(bench):
     bench = bench()
-    watcher = bench.make_watcher(**FAST)
+    starts = bench.marker.with_name("starts")
+    watcher = bench.make_watcher(**FAST, start_command=["/bin/sh", "-c", f"echo start >> {starts}"])
     watcher.start()
     bench.imds.set_spot_action("hibernate", in_seconds=STOP_MARGIN_S + 2)
     watcher.wait_for("drain_finished", 20)
@@ -200,6 +201,10 @@ def test_a_spot_hibernate_that_resumes_does_not_leave_the_host_drained(bench):
     assert "spot:hibernate" in resumed["notices"]
     state = watcher.state()
     assert state["phase"] == "idle" and state["previous_drain"]["notices"][0]["key"] == "spot:hibernate"
+    # The drain stopped vLLM; nothing else would start it again on this boot.
+    watcher.wait_for("vllm_start_requested", 5)
+    spot_bench.wait_until(starts.exists, 10, "the start command to run")
+    assert starts.read_text().splitlines() == ["start"]
     # A later notice drains again.
     bench.imds.set_spot_action("terminate", in_seconds=NOTICE_IN_S)
     watcher.wait_for("drain_finished", 20, count=2)

@@ -60,10 +60,11 @@ def test_rendered_config_keys_are_the_watchers():
     config_keys = set(load("vars/main.yml")["_spot_interruption_config"])
     known = {field.name for field in watcher.dataclasses.fields(watcher.Config)}
     assert config_keys <= known
-    # Only stop_command (host tests without systemd) and the fallback/idle/backoff tunables stay at the watcher's
-    # defaults.
+    # Only stop_command and start_command (host tests without systemd) and the fallback/idle/backoff tunables stay
+    # at the watcher's defaults.
     assert known - config_keys == {
         "stop_command",
+        "start_command",
         "aws_backoff_base_s",
         "aws_backoff_cap_s",
         "fallback_notice_s",

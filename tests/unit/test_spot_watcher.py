@@ -503,3 +503,54 @@ def test_a_full_disk_does_not_stop_a_drain(capsys):
     logged = capsys.readouterr().out
     assert logged.count("event=state_not_saved") == 1, logged
     assert "event=vllm_stop_requested" in logged
+
+
+class _StartRecorder(_Parts):
+    def request_start(self, reason):
+        self.calls.append("start")
+
+
+def _drain_then_read(spot, action, after_s):
+    """A spot notice for `action` two minutes out, drained to the end; then a read `after_s` seconds after the
+    notice that finds no notice any more (IMDS stops serving it once the instance is back)."""
+    seen = time.time()
+    moment = datetime.datetime.fromtimestamp(seen + 120, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    spot.poller = _Answers([(watcher.SPOT_ACTION_PATH, seen, 200, json.dumps({"action": action, "time": moment}), None)])
+    deadline = time.monotonic() + 10
+    while spot.state["phase"] != watcher.PHASE_DRAINED and time.monotonic() < deadline:
+        spot.tick()
+        spot._wake.wait(0.05)
+        spot._wake.clear()
+    assert spot.state["phase"] == watcher.PHASE_DRAINED
+    spot.poller = _Answers([(watcher.SPOT_ACTION_PATH, seen + after_s, 404, "", None)])
+    spot.tick()
+
+
+@pytest.mark.parametrize(
+    ("action", "after_s", "started"),
+    [
+        ("hibernate", 200, True),  # resumed from RAM on this boot: vLLM again, the host back in service
+        ("stop", 200, True),
+        ("hibernate", 60, False),  # before the deadline a missing notice proves nothing: stay drained
+        ("terminate", 200, False),  # a terminated instance does not come back
+    ],
+)
+def test_a_resumed_instance_asks_for_vllm_again_only_after_a_resumable_interruption(capsys, action, after_s, started):
+    parts = _StartRecorder()
+    spot = watcher.Watcher(
+        config(), _FullDisk(), imds=None, aws=parts, vllm=parts, stopper=parts, instance_id="i-0123456789abcdef0"
+    )
+    spot.start()
+    _drain_then_read(spot, action, after_s)
+    logged = capsys.readouterr().out
+    assert parts.calls == ["deregister", "stop"] + (["start"] if started else [])
+    assert ("event=vllm_start_requested" in logged) is started
+    assert spot.state["phase"] == (watcher.PHASE_IDLE if started else watcher.PHASE_DRAINED)
+
+
+def test_the_start_request_is_a_file_for_the_path_unit(tmp_path):
+    stopper = watcher.VllmStopper(config(state_dir=str(tmp_path)))
+    stopper.request_start("resumed after spot:hibernate")
+    request = json.loads((tmp_path / "start-vllm.request").read_text())
+    assert request["unit"] == "vllm.service" and request["reason"] == "resumed after spot:hibernate"
+    assert not list(tmp_path.glob("*.tmp"))

@@ -148,6 +148,10 @@ class Config:
     # `systemctl stop <vllm_unit>` run by root, and wait until that service removes it. A command (a list)
     # runs instead; only the host integration tests use that, since they have no systemd.
     stop_command: tuple = ()
+    # How vLLM is started again after a Spot stop/hibernate that resumed on the same boot. Empty: write
+    # start_request_file, which llmserve-vllm-start.path turns into `systemctl start <vllm_unit>` run by root (the
+    # registration unit, wanted by vLLM, follows and registers once /health answers). A command for host tests.
+    start_command: tuple = ()
     asg_name: str = ""
     lifecycle_hook_name: str = ""
     # AWS calls that fail are retried after a random delay of up to min(cap, base * 2 ** failures) seconds
@@ -168,6 +172,10 @@ class Config:
     @property
     def stop_request_path(self):
         return os.path.join(self.state_dir, "stop-vllm.request")
+
+    @property
+    def start_request_path(self):
+        return os.path.join(self.state_dir, "start-vllm.request")
 
     @classmethod
     def from_dict(cls, raw):
@@ -812,6 +820,21 @@ class Aws:
 
 
 # ---------------------------------------------------------------------------------------------- stopping vLLM
+def write_request(path, payload):
+    """A request file for a path unit, written atomically; on a full disk an empty one (the path unit only needs
+    the file to exist, and an empty file needs no data block)."""
+    temporary = f"{path}.tmp"
+    try:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump(payload, handle)
+        os.replace(temporary, path)
+    except OSError as error:
+        log("request_written_empty", error=str(error), path=path)
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o640))
+
+
 class VllmStopper:
     """Asks for vLLM to be stopped and tells when it is.
 
@@ -828,17 +851,8 @@ class VllmStopper:
         if self.config.stop_command:
             self._process = subprocess.Popen(list(self.config.stop_command), stdin=subprocess.DEVNULL)
             return
-        temporary = f"{self.config.stop_request_path}.tmp"
-        try:
-            with open(temporary, "w", encoding="utf-8") as handle:
-                json.dump({"unit": self.config.vllm_unit, "notice": notice_key, "requested_at": time.time()}, handle)
-            os.replace(temporary, self.config.stop_request_path)
-        except OSError as error:
-            # A full disk: the path unit only needs the file to exist, and an empty file needs no data block.
-            log("stop_request_empty", error=str(error), path=self.config.stop_request_path)
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            os.close(os.open(self.config.stop_request_path, os.O_WRONLY | os.O_CREAT, 0o640))
+        write_request(self.config.stop_request_path,
+                      {"unit": self.config.vllm_unit, "notice": notice_key, "requested_at": time.time()})
 
     def finished(self):
         """None while stopping; else (ok, detail)."""
@@ -850,6 +864,16 @@ class VllmStopper:
         if os.path.exists(self.config.stop_request_path):
             return None
         return True, f"{self.config.vllm_unit} stopped by llmserve-vllm-stop.service"
+
+    def request_start(self, reason):
+        """vLLM again after an interruption that did not take the instance: llmserve-vllm-start.path runs
+        `systemctl start` as root (or start_command runs, on hosts without systemd). Nothing waits for it: the
+        registration unit puts the host back behind the load balancer once vLLM answers /health."""
+        if self.config.start_command:
+            subprocess.Popen(list(self.config.start_command), stdin=subprocess.DEVNULL)
+            return
+        write_request(self.config.start_request_path,
+                      {"unit": self.config.vllm_unit, "reason": reason, "requested_at": time.time()})
 
 
 # ---------------------------------------------------------------------------------------------- off the loop
@@ -1173,6 +1197,7 @@ class Watcher:
                    for notice in notices):
             return
         previous = {key: self.state.get(key) for key in ("notices", "steps", "deregister_calls")}
+        vllm_was_stopped = bool(self.state.get("stop_requested_at")) or "stop_vllm" in self.state["steps"]
         fresh = new_state(self.state["boot_id"])
         fresh["previous_drain"] = previous
         self.state = fresh
@@ -1182,8 +1207,12 @@ class Watcher:
         self._save()
         with contextlib.suppress(OSError):
             os.unlink(self.config.stop_request_path)
-        log("resumed_after_interruption", notices=[notice["key"] for notice in notices],
-            action="drain ended; registration allowed again")
+        keys = [notice["key"] for notice in notices]
+        log("resumed_after_interruption", notices=keys, action="drain ended; registration allowed again")
+        if vllm_was_stopped:
+            # Nothing else would start it on this boot: systemd started it once, at boot, and the drain stopped it.
+            self.stopper.request_start("resumed after " + ",".join(keys))
+            log("vllm_start_requested", unit=self.config.vllm_unit, reason="resumed after interruption")
 
     # ------------------------------------------------------------------ drain
     def _bound(self, step):

@@ -7,6 +7,9 @@ What moto lags on (measured with moto 5.2.5 server mode, boto3 1.44.8):
 - Fleet instances lack the `aws:ec2spot:fleet-request-id` tag AWS puts on them, and the launch template's
   MetadataOptions (IMDSv2 settings) are not applied to them.
 - The launch template Version in the request is ignored (moto always takes the latest version).
+- Fleet instances get no instance profile: moto associates one only in RunInstances' response handler, and reads
+  only an `Arn` from the pool. AWS launches them with the template's IamInstanceProfile, by Arn or by Name, so
+  their instance metadata serves the role's credentials.
 - AllocationStrategy is required by moto (KeyError -> 500 when omitted); AWS defaults it to lowestPrice.
 - DescribeInstances with the `instance-lifecycle` filter raises NotImplementedError (HTTP 500).
 
@@ -104,6 +107,7 @@ def _pools_from_template_configs(fleet: SpotFleetRequest, configs: list[dict[str
                 "AvailabilityZone"
             )
             pool.metadata_options = data.get("MetadataOptions") or {}
+            pool.instance_profile = data.get("IamInstanceProfile") or {}
             pools.append(pool)
     return pools
 
@@ -133,6 +137,7 @@ def _pools_from_launch_specs(fleet: SpotFleetRequest, launch_specs: list[dict[st
         pool.priority = None
         pool.availability_zone = (spec.get("Placement") or {}).get("AvailabilityZone")
         pool.metadata_options = {}
+        pool.instance_profile = spec.get("IamInstanceProfile") or {}
         pools.append(pool)
     return pools
 
@@ -291,7 +296,19 @@ def _launch_instance(self: SpotInstanceRequest) -> Instance:
         lifecycle="spot",
         **extra,
     )
-    return reservation.instances[0]
+    instance = reservation.instances[0]
+    associate_instance_profile(self.ec2_backend, instance, getattr(pool, "instance_profile", None))
+    return instance
+
+
+def associate_instance_profile(backend: Any, instance: Instance, profile: dict[str, str] | None) -> None:
+    """The pool's IamInstanceProfile ({"Arn": ...} or {"Name": ...}) on a fleet instance, as RunInstances does."""
+    if profile and (profile.get("Arn") or profile.get("Name")):
+        backend.associate_iam_instance_profile(
+            instance_id=instance.id,
+            iam_instance_profile_arn=profile.get("Arn"),
+            iam_instance_profile_name=profile.get("Name"),
+        )
 
 
 def _activate_due_fleets(backend: SpotRequestBackend) -> None:

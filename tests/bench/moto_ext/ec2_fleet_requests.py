@@ -83,7 +83,9 @@ def _launch_on_demand(fleet: SpotFleetRequest, pool: Any) -> Any:
         tags=tags,
         **extra,
     )
-    return reservation.instances[0]
+    instance = reservation.instances[0]
+    ec2.associate_instance_profile(fleet.ec2_backend, instance, getattr(pool, "instance_profile", None))
+    return instance
 
 
 def _terminate(fleet: SpotFleetRequest, instances: list[Any]) -> None:

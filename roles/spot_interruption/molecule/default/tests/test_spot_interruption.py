@@ -24,7 +24,8 @@ INSTANCE = json.loads((Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "insta
 WATCHER = "/opt/llmserve-spot-watcher/llmserve_spot_watcher.py"
 PYTHON = "/opt/llmserve-spot-watcher/venv/bin/python"
 CONFIG = "/etc/llmserve/spot-watcher.json"
-UNITS = ("llmserve-spot-watcher.service", "llmserve-vllm-stop.service", "llmserve-alb-registration.service")
+UNITS = ("llmserve-spot-watcher.service", "llmserve-vllm-stop.service", "llmserve-vllm-start.service",
+         "llmserve-alb-registration.service")
 MAX_EXPOSURE = 2.0
 
 if str(REPO_ROOT) not in sys.path:
@@ -71,6 +72,7 @@ def test_units_run_and_the_watcher_is_unprivileged(host):
     assert host.service("llmserve-spot-watcher.service").is_running
     assert host.service("llmserve-spot-watcher.service").is_enabled
     assert host.service("llmserve-vllm-stop.path").is_running
+    assert host.service("llmserve-vllm-start.path").is_running
     assert host.service("vllm.service").is_running
     registration = host.check_output("systemctl show llmserve-alb-registration.service -p ActiveState,SubState")
     assert "ActiveState=active" in registration and "SubState=exited" in registration
@@ -81,6 +83,9 @@ def test_units_run_and_the_watcher_is_unprivileged(host):
     assert host.user("llmserve-spot").uid == int(uid)
     assert re.search(r"^CapEff:\s+0+$", status, re.MULTILINE)
     assert "event=watching" in journal(host, "llmserve-spot-watcher.service")
+    # Ahead of vLLM for the CPU, within its cgroup (Nice) and across units (CPUWeight; vLLM's unit keeps 100).
+    priority = host.check_output("systemctl show llmserve-spot-watcher.service -p Nice,CPUWeight")
+    assert sorted(priority.splitlines()) == ["CPUWeight=1000", "Nice=-5"]
 
 
 @pytest.mark.parametrize("unit", UNITS)
@@ -217,3 +222,20 @@ def test_drill_all_streams_finish_target_leaves_within_two_seconds_vllm_stops_af
     assert float(re.search(r"ExecMainStartTimestamp=@(\d+)", stop_service).group(1)) >= int(report["notice_at"])
     assert "event=planned_stop_skipped" in journal(host, "llmserve-alb-registration.service")
     assert not host.file("/var/lib/llmserve-spot-watcher/stop-vllm.request").exists
+
+
+def test_a_start_request_from_the_watcher_starts_vllm_again(host):
+    """After the drill vLLM is stopped. What the watcher writes when a Spot stop/hibernate resumed on this boot
+    (as its own unprivileged user, in its own folder) has systemd start vLLM; the request is then removed.
+    The watcher's side (when it writes the request) is tested in tests/unit and tests/integration."""
+    request = "/var/lib/llmserve-spot-watcher/start-vllm.request"
+    assert "ActiveState=inactive" in host.check_output("systemctl show vllm.service -p ActiveState")
+    host.check_output(
+        f"runuser -u llmserve-spot -- {PYTHON} -c "
+        f"\"import json; json.dump({{'unit': 'vllm.service', 'reason': 'test'}}, open('{request}', 'w'))\""
+    )
+    wait_until(lambda: not host.file(request).exists, 30, "the start service to remove the request", interval_s=0.5)
+    state = host.check_output("systemctl show vllm.service -p ActiveState --value")
+    assert state in ("activating", "active"), state
+    start_service = host.check_output("systemctl show llmserve-vllm-start.service -p Result --value")
+    assert start_service == "success"

@@ -1,12 +1,22 @@
-"""playbooks/fleet.yml on the bench: its instances are booted hosts the dynamic inventory reaches; a resize to 2 takes
-one away, absent takes them all. The tests run in file order; the last two change the fleet through fleet.yml
-(converge.yml re-run with extra vars, as an operator would run it)."""
+"""playbooks/fleet.yml on the bench, then the fleet served through the dynamic inventory (issue 13).
+
+Its instances are booted hosts that inventories/aws_ec2.yml (+ the bench overlay) reaches; serve.yml serves the CPU
+profile on all three and each registers in the target group; a re-run changes nothing; a resize to 2 takes one host
+away cleanly (it deregisters itself on the way down); rolling_update.yml changes the two that stay, one at a time,
+under a prober that plays the load balancer; absent takes them all. The tests run in file order and build on each
+other, as an operator's runbook does.
+"""
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
+import threading
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import boto3
@@ -15,7 +25,7 @@ SCENARIO = Path(__file__).resolve().parents[1]
 REPO_ROOT = SCENARIO.parents[3]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
-from tests.bench.fleet_launcher import Containers  # noqa: E402
+from tests.bench.fleet_launcher import VLLM_PORT_BASE, Containers, port_offset  # noqa: E402
 from tests.bench.spot_bench import wait_until  # noqa: E402  (the bench's one polling wait)
 
 EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
@@ -35,6 +45,11 @@ HOSTS_TIMEOUT_S = 120.0  # docker run and systemd boot of three hosts on a share
 GONE_TIMEOUT_S = 60.0  # one launcher interval, then systemd's shutdown
 POLL_S = 0.5
 COMMAND_TIMEOUT_S = 300
+PLAYBOOK_TIMEOUT_S = 1200  # serve on three hosts sharing two cores: vLLM's cold starts dominate
+SERVED_MODEL = "smollm2-135m-instruct"
+# The bench's endpoints for the roles, then this scenario's (the weights, the target group, the profile).
+SERVE_VARS = ["-e", "@" + str(REPO_ROOT / "inventories" / "local" / "group_vars" / "llmserve_bench.yml")]
+SERVE_VARS += ["-e", "@" + str(SCENARIO / "vars" / "serve.yml")]
 
 CONTAINERS = Containers(INPUTS["launcher_id"])
 
@@ -51,14 +66,14 @@ def fleet_instances() -> dict[str, dict]:
     return {i["InstanceId"]: i for reservation in pages["Reservations"] for i in reservation["Instances"]}
 
 
-def run(tool: str, *args: str) -> str:
+def run(tool: str, *args: str, timeout_s: float = COMMAND_TIMEOUT_S) -> str:
     env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
     env.update(AWS_ENV, ANSIBLE_NOCOLOR="true")
     if "-i" in args:  # an inventory source no plugin can parse is an error, not an empty inventory
         env.update(ANSIBLE_INVENTORY_UNPARSED_FAILED="true", ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED="true")
     completed = subprocess.run(
         [str(Path(sys.executable).parent / tool), *args],
-        cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S,
+        cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout_s,
         check=False,
     )  # fmt: skip
     output = f"{completed.stdout[-4000:]}\n{completed.stderr}"
@@ -99,14 +114,159 @@ def test_dynamic_inventory_groups_and_reaches_the_hosts():
     assert answered == set(hosts), pinged
 
 
-def test_resize_to_two_takes_one_host_away():
-    before = set(fleet_instances())
+def vllm_port(instance: dict) -> int:
+    """Where the host of this instance serves (the overlay's vllm_service_port)."""
+    return VLLM_PORT_BASE + port_offset(instance["PrivateIpAddress"])
+
+
+def elbv2():
+    return boto3.client("elbv2", endpoint_url=AWS_ENV["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                        aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
+
+
+def target_states() -> dict[tuple[str, int], str]:
+    """{(instance id, port): state} of every target the fleet's target group lists."""
+    (arn,) = INPUTS["llmserve_target_group_arns"]
+    answer = elbv2().describe_target_health(TargetGroupArn=arn)
+    return {
+        (item["Target"]["Id"], item["Target"]["Port"]): item["TargetHealth"]["State"]
+        for item in answer["TargetHealthDescriptions"]
+    }
+
+
+def healthy_ports() -> set[int]:
+    return {port for (_instance, port), state in target_states().items() if state == "healthy"}
+
+
+def ask(port: int, question: str, max_tokens: int, timeout_s: float = 60) -> str:
+    request = {"model": SERVED_MODEL, "messages": [{"role": "user", "content": question}], "max_tokens": max_tokens,
+               "temperature": 0}  # fmt: skip
+    with urllib.request.urlopen(
+        urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", data=json.dumps(request).encode(),
+                               headers={"Content-Type": "application/json"}),
+        timeout=timeout_s,
+    ) as response:  # fmt: skip
+        return json.load(response)["choices"][0]["message"]["content"]
+
+
+def serve(playbook: str, **extra_vars: object) -> str:
+    return run(
+        "ansible-playbook", *INVENTORY, str(REPO_ROOT / "playbooks" / playbook), *SERVE_VARS,
+        "-e", json.dumps({"llmserve_serve_size": "cpu", **extra_vars}), timeout_s=PLAYBOOK_TIMEOUT_S,
+    )  # fmt: skip
+
+
+def recap(output: str) -> dict[str, dict[str, int]]:
+    """PLAY RECAP of an ansible-playbook run: {host: {ok: N, changed: N, ...}}, the fleet's hosts only (the survey
+    guard's play also runs on localhost)."""
+    tail = output[output.rindex("PLAY RECAP"):]
+    return {
+        match.group(1): {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", match.group(2))}
+        for match in re.finditer(r"^(\S+)\s+: (.*)$", tail, re.MULTILINE)
+        if match.group(1) != "localhost"
+    }
+
+
+def test_serve_on_every_host_through_the_dynamic_inventory():
+    instances = fleet_instances()
+    output = serve("serve.yml")
+    assert set(recap(output)) == {i["PrivateIpAddress"] for i in instances.values()}
+    for instance in instances.values():
+        answer = ask(vllm_port(instance), "What is the capital of France?", 24)
+        print(f"{instance['InstanceId']} ({instance['InstanceType']}): {answer!r}")
+        assert "Paris" in answer
+    # Each host's registration unit put it in the target group once vLLM answered /health.
+    assert target_states() == {(i["InstanceId"], vllm_port(i)): "healthy" for i in instances.values()}
+
+
+def test_serving_again_changes_nothing():
+    counts = recap(serve("serve.yml"))
+    assert len(counts) == 3
+    assert {host: count["changed"] for host, count in counts.items()} == {host: 0 for host in counts}
+    assert all(count["failed"] == 0 and count["unreachable"] == 0 for count in counts.values())
+
+
+def test_resize_to_two_takes_one_host_away_cleanly():
+    before = fleet_instances()
 
     rerun_fleet_playbook(llmserve_fleet_target_capacity=2)
 
-    after = set(fleet_instances())
-    assert len(after) == 2 and after < before
-    wait_until(lambda: CONTAINERS.instance_ids() == after, GONE_TIMEOUT_S, f"only hosts {sorted(after)}", POLL_S)
+    after = fleet_instances()
+    assert len(after) == 2 and set(after) < set(before)
+    wait_until(lambda: CONTAINERS.instance_ids() == set(after), GONE_TIMEOUT_S, f"only hosts {sorted(after)}", POLL_S)
+    (gone,) = [instance for instance_id, instance in before.items() if instance_id not in after]
+    states = target_states()
+    # The host deregistered itself while it shut down (its registration unit's stop): nothing else deregisters
+    # here, and the local AWS, as AWS, keeps a deregistered target draining for the deregistration delay.
+    assert states.get((gone["InstanceId"], vllm_port(gone))) == "draining", states
+    assert {key: state for key, state in states.items() if key[0] in after} == {
+        (i["InstanceId"], vllm_port(i)): "healthy" for i in after.values()
+    }
+
+
+class LoadBalancerProbe:
+    """Plays the load balancer during the update: each round reads the target group, sends one short completion
+    to every target it reports healthy, and records who answered."""
+
+    def __init__(self):
+        self.rounds = []
+        self.failures = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._done.is_set():
+            healthy = sorted(healthy_ports())
+            answered = []
+            for port in healthy:
+                try:
+                    ask(port, "Say OK.", 1, timeout_s=30)
+                    answered.append(port)
+                except (urllib.error.URLError, OSError) as error:
+                    # A real load balancer stops sending to a target once it is draining: a failure counts only
+                    # when the target was still in service after it.
+                    self.failures.append({"port": port, "error": str(error), "still_healthy": port in healthy_ports()})
+            self.rounds.append({"at": time.time(), "healthy": healthy, "answered": answered})
+            # About one request a second per target: steady traffic, without starving the restarting host's vLLM
+            # of the two cores it shares with the serving one.
+            self._done.wait(1.0)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._done.set()
+        self._thread.join(60)
+
+
+def test_rolling_update_keeps_one_host_serving_at_all_times():
+    instances = fleet_instances()
+    ports = {vllm_port(i): i for i in instances.values()}
+    with LoadBalancerProbe() as probe:
+        output = serve("rolling_update.yml", llmserve_profile_max_model_len=1024)
+        time.sleep(1.0)
+    assert set(recap(output)) == {i["PrivateIpAddress"] for i in instances.values()}
+
+    out_of_service = {port: [r["at"] for r in probe.rounds if port not in r["healthy"]] for port in ports}
+    print(f"prober: {len(probe.rounds)} rounds, failures {probe.failures}, "
+          + ", ".join(f"port {port} out of service in {len(times)} rounds" for port, times in out_of_service.items()))
+    assert len(probe.rounds) >= 20
+    # Every round found a target in service that answered: never a moment without a serving host.
+    assert [r for r in probe.rounds if not r["answered"]] == []
+    assert [failure for failure in probe.failures if failure["still_healthy"]] == []
+    # Both hosts were taken out (one at a time), and both are back with the new flag.
+    assert all(out_of_service.values()), out_of_service
+    first, second = (set(times) for times in out_of_service.values())
+    assert not first & second
+    assert healthy_ports() >= set(ports)
+    inventory_host = {i["PrivateIpAddress"]: port for port, i in ports.items()}
+    shown = run("ansible", *INVENTORY, "model_size_cpu", "-m", "ansible.builtin.command",
+                "-a", "systemctl show vllm.service -p ExecStart --value", "--one-line")  # fmt: skip
+    for address, port in inventory_host.items():
+        (line,) = [line for line in shown.splitlines() if line.startswith(address + " | ")]
+        assert "--max-model-len 1024" in line or "--max-model-len=1024" in line, line
+        assert "Paris" in ask(port, "What is the capital of France?", 24)
 
 
 def test_absent_leaves_no_instance_and_no_host():
