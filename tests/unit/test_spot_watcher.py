@@ -484,21 +484,25 @@ class _Parts:
         return True, "stopped"
 
 
-def test_a_full_disk_does_not_stop_a_drain(capsys):
-    parts = _Parts()
-    spot = watcher.Watcher(
-        config(), _FullDisk(), imds=None, aws=parts, vllm=parts, stopper=parts, instance_id="i-0123456789abcdef0"
-    )
-    spot.start()
-    moment = datetime.datetime.fromtimestamp(time.time() + 120, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    spot.poller = _Answers([(watcher.SPOT_ACTION_PATH, time.time(), 200,
-                             json.dumps({"action": "terminate", "time": moment}), None)])
+def _drain(spot, action, seen):
+    """A spot notice for `action` two minutes out, read at `seen`, driven tick by tick until the drain ends."""
+    moment = datetime.datetime.fromtimestamp(seen + 120, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    spot.poller = _Answers([(watcher.SPOT_ACTION_PATH, seen, 200, json.dumps({"action": action, "time": moment}), None)])
     deadline = time.monotonic() + 10
     while spot.state["phase"] != watcher.PHASE_DRAINED and time.monotonic() < deadline:
         spot.tick()
         spot._wake.wait(0.05)
         spot._wake.clear()
     assert spot.state["phase"] == watcher.PHASE_DRAINED
+
+
+def test_a_full_disk_does_not_stop_a_drain(capsys):
+    parts = _Parts()
+    spot = watcher.Watcher(
+        config(), _FullDisk(), imds=None, aws=parts, vllm=parts, stopper=parts, instance_id="i-0123456789abcdef0"
+    )
+    spot.start()
+    _drain(spot, "terminate", time.time())
     assert parts.calls == ["deregister", "stop"]
     logged = capsys.readouterr().out
     assert logged.count("event=state_not_saved") == 1, logged
@@ -511,17 +515,10 @@ class _StartRecorder(_Parts):
 
 
 def _drain_then_read(spot, action, after_s):
-    """A spot notice for `action` two minutes out, drained to the end; then a read `after_s` seconds after the
-    notice that finds no notice any more (IMDS stops serving it once the instance is back)."""
+    """A spot notice for `action` drained to the end; then a read `after_s` seconds after the notice that finds
+    no notice any more (IMDS stops serving it once the instance is back)."""
     seen = time.time()
-    moment = datetime.datetime.fromtimestamp(seen + 120, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    spot.poller = _Answers([(watcher.SPOT_ACTION_PATH, seen, 200, json.dumps({"action": action, "time": moment}), None)])
-    deadline = time.monotonic() + 10
-    while spot.state["phase"] != watcher.PHASE_DRAINED and time.monotonic() < deadline:
-        spot.tick()
-        spot._wake.wait(0.05)
-        spot._wake.clear()
-    assert spot.state["phase"] == watcher.PHASE_DRAINED
+    _drain(spot, action, seen)
     spot.poller = _Answers([(watcher.SPOT_ACTION_PATH, seen + after_s, 404, "", None)])
     spot.tick()
 
