@@ -6,7 +6,7 @@ plain Python), and every patch names the AWS behaviour it restores. Apply them b
 
 import functools
 
-from . import autoscaling, ec2, ec2_fleet_requests, elbv2, faults, sagemaker
+from . import autoscaling, ec2, ec2_fleet_requests, elbv2, faults, iam, sagemaker
 from .settings import SETTINGS, Settings
 
 __all__ = ["SETTINGS", "Settings", "apply_all", "faults"]
@@ -19,3 +19,4 @@ def apply_all() -> None:
     ec2_fleet_requests.apply()  # after ec2: it builds on ec2's pools
     elbv2.apply()
     autoscaling.apply()
+    iam.apply()
