@@ -56,7 +56,7 @@ collections: ## make this checkout visible to Ansible as llmserve.aws (a link un
 	  || ln -sfn ../../.. .collections/ansible_collections/llmserve/aws
 
 .PHONY: host-packages
-host-packages: ## Debian packages the bench needs (docker.io, debootstrap, shellcheck)
+host-packages: ## Debian packages the bench needs (docker.io, debootstrap, shellcheck, haproxy)
 	tests/bench/host_packages.sh
 
 .PHONY: bench
