@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.bench import alb_standin, self_signed_cert
+from tests.bench.alb_client import AlbClient
 from tests.support.wait import still_running, wait_until
 
 STANDIN = Path(alb_standin.__file__)
@@ -171,17 +172,10 @@ def https_get(port: int, path: str, dns_name: str, cafile: Path, version: ssl.TL
               max_version: ssl.TLSVersion | None = None) -> tuple[int, bytes, str]:
     """(status, body, negotiated TLS version) of GET path through the listener, verifying its certificate with
     cafile and the ALB's DNS name as SNI and Host, as a client of the real ALB would."""
-    context = ssl.create_default_context(cafile=str(cafile))
-    context.minimum_version, context.maximum_version = version, max_version or ssl.TLSVersion.MAXIMUM_SUPPORTED
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        with context.wrap_socket(raw, server_hostname=dns_name) as tls:
-            tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {dns_name}\r\nConnection: close\r\n\r\n".encode())
-            reply = b""
-            while chunk := tls.recv(65536):
-                reply += chunk
-            negotiated = tls.version() or ""
-    head, _sep, body = reply.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body, negotiated
+    client = AlbClient(dns_name, port, cafile, minimum_version=version,
+                       maximum_version=max_version or ssl.TLSVersion.MAXIMUM_SUPPORTED, timeout_s=10)
+    status, _headers, body = client.request("GET", path)
+    return status, body, client.last_tls_version
 
 
 def handshake_with_only_tls11(port: int, dns_name: str, cafile: Path) -> str:
