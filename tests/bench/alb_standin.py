@@ -395,7 +395,7 @@ class Standin:
                 "protocol": entry["Protocol"],
                 "port": int(entry["Port"]),
                 "local_port": applied[entry["ListenerArn"]].local_port,
-                "ssl_policy": entry.get("SslPolicy"),
+                "ssl_policy": entry.get("SslPolicy") if entry["Protocol"] == "HTTPS" else None,
             }
             for entry in listeners
             if entry["ListenerArn"] in applied
