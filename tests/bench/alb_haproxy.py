@@ -234,8 +234,8 @@ def _pattern_regex(pattern: str, grammar: re.Pattern[str]) -> str:
     written without backslashes, so HAProxy's own escaping never applies."""
     if not grammar.fullmatch(pattern):
         raise ListenerError(f"pattern {pattern!r} has characters ELBv2 does not allow")
-    pieces = [".*" if char == "*" else "." if char == "?" else char if char.isalnum() else f"[{char}]"
-              for char in pattern]
+    pieces = [".*" if char == "*" else "." if char == "?" else char if char.isalnum() or char in "/_-~:@&"
+              else f"[{char}]" for char in pattern]  # a regex's special characters (. $ +) as one-character classes
     return "'^" + "".join(pieces) + "$'"
 
 

@@ -14,10 +14,13 @@ bookworm; nginx's open-source build has no active health checks.
 
 Run (foreground, or --daemon/--stop as tests/bench/moto_server.py, same pid/port-file conventions):
     python tests/bench/alb_standin.py --aws-endpoint-url http://127.0.0.1:PORT --state-dir DIR \\
-        [--port-file F] [--pid-file P] [--poll-interval 0.5] [--target-address 127.0.0.1]
+        [--port-file F] [--pid-file P] [--poll-interval 0.5] [--target-address 127.0.0.1] [--check-interval-cap S]
+--check-interval-cap compresses AWS's health-check timing (its minimum interval is 5 s) for tests and the demo,
+as the local AWS compresses its other delays; paths, matchers and thresholds stay the target group's own.
+Clients: tests/bench/alb_client.py (AlbClient) talks to a listener as a client of the real ALB would.
 
 Files in DIR:
-    listeners.json  which local port serves each listener (rewritten after every change; see Served below):
+    listeners.json  which local port serves each listener (rewritten after every change):
         {"listeners": [{"listener_arn", "load_balancer_arn", "dns_name", "protocol", "port", "local_port",
         "ssl_policy"}], "errors": [{"listener_arn", "error"}], "access_log": PATH}
         `local_port(listeners_file, listener_arn)` reads it. A listener the stand-in cannot serve as AWS would
@@ -46,6 +49,11 @@ Mapping to AWS:
   removed.
 - HAProxy reloads (master-worker, SIGUSR2; servers' states carried in the server-state file) only when
   listeners, rules or target group settings change; target changes go through the runtime API.
+
+Not reproduced (yet): AWS "fails open" (routes to all targets) when every target is unhealthy, where HAProxy
+answers 503; AWS ends a deregistration early once the target has no connections left, where the stand-in waits
+for the local AWS to end it; weighted forwards to several target groups, authenticate-* actions, query-string,
+http-header and source-ip conditions are refused loudly (listeners.json "errors").
 """
 
 import argparse
@@ -74,6 +82,7 @@ SCRIPT = Path(__file__).name
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
 HAPROXY_READY_TIMEOUT_S = 15.0
+REPORT_ALL_EVERY_S = 5.0  # health reports go on change, and all of them this often
 _LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -155,6 +164,7 @@ class Standin:
         self.backends: dict[str, dict[str, Any]] = {}  # target group ARN -> group, as last applied
         self.servers: dict[str, Server] = {}  # "backend/server" -> Server
         self.reported: dict[tuple[str, str], tuple[str, str | None, str | None]] = {}
+        self.report_all_at = 0.0
 
     # --- one poll cycle -------------------------------------------------------------------------------------
     def sync(self) -> None:
@@ -361,6 +371,9 @@ class Standin:
     def _report_health(self) -> None:
         """What the checks found, as AWS states (moto_ext/elbv2.py keeps them for DescribeTargetHealth)."""
         stats = self.api.stats()
+        if time.monotonic() >= self.report_all_at:  # now and then all again: the local AWS may have been reset
+            self.reported.clear()
+            self.report_all_at = time.monotonic() + REPORT_ALL_EVERY_S
         changed: dict[str, list[dict[str, Any]]] = {}
         for key, server in self.servers.items():
             row = stats.get(tuple(key.split("/", 1)))  # type: ignore[arg-type]

@@ -19,6 +19,7 @@ import pytest
 
 from tests.bench import alb_standin, self_signed_cert
 from tests.bench.alb_client import AlbClient
+from tests.bench.alb_load import AlbLoad
 from tests.support.wait import still_running, wait_until
 
 STANDIN = Path(alb_standin.__file__)
@@ -263,6 +264,11 @@ def test_failing_health_check_takes_a_target_out_and_reports_it_unhealthy(aws_cl
     https = standin.port(alb.listeners["https"])
     wait_for_states(aws_clean, alb, dict.fromkeys(alb.instances, "healthy"))
 
+    # Registering a registered target again (the hosts' registration units do) leaves its verdict alone.
+    aws_clean.client("elbv2").register_targets(
+        TargetGroupArn=alb.target_group_arn, Targets=[{"Id": alb.instances[0], "Port": backends[0].port}])
+    assert target_states(aws_clean, alb) == dict.fromkeys(alb.instances, "healthy")
+
     backends[1].health_status = 500
     wait_for_states(aws_clean, alb, {alb.instances[0]: "healthy", alb.instances[1]: "unhealthy"})
     reason = aws_clean.client("elbv2").describe_target_health(
@@ -293,21 +299,25 @@ def test_deregistration_drains_in_flight_requests_then_removes_the_target(aws_cl
     for fetcher in fetchers:  # round robin: one slow request on each target
         fetcher.start()
     wait_until(lambda: all("/v1/slow" in server.requests for server in backends), 5, "a slow request on each")
-    aws_clean.client("elbv2").deregister_targets(
-        TargetGroupArn=alb.target_group_arn, Targets=[{"Id": alb.instances[1], "Port": backends[1].port}])
-    deregistered = time.monotonic()
-    assert target_states(aws_clean, alb)[alb.instances[1]] == "draining"
-    time.sleep(0.8)  # the stand-in's next poll has drained it
-    answered = [json.loads(https_get(https, "/v1/models", alb.dns_name, certificate[0])[1])["backend"]
-                for _ in range(6)]
-    assert answered == ["alpha"] * 6
-    for fetcher in fetchers:
-        fetcher.join(10)
-    assert sorted((status, body) for status, body, _version in slow.values()) == [
-        (200, b"alpha" * SLOW_CHUNKS), (200, b"beta" * SLOW_CHUNKS)]  # the draining one finished too
+    client = AlbClient(alb.dns_name, https, certificate[0], timeout_s=10)
+    with AlbLoad(client, path="/v1/models", method="GET", workers=2, pause_s=0.1) as load:
+        aws_clean.client("elbv2").deregister_targets(
+            TargetGroupArn=alb.target_group_arn, Targets=[{"Id": alb.instances[1], "Port": backends[1].port}])
+        deregistered = time.monotonic()
+        assert target_states(aws_clean, alb)[alb.instances[1]] == "draining"
+        time.sleep(0.8)  # the stand-in's next poll has drained it
+        answered = [json.loads(https_get(https, "/v1/models", alb.dns_name, certificate[0])[1])["backend"]
+                    for _ in range(6)]
+        assert answered == ["alpha"] * 6
+        for fetcher in fetchers:
+            fetcher.join(10)
+        assert sorted((status, body) for status, body, _version in slow.values()) == [
+            (200, b"alpha" * SLOW_CHUNKS), (200, b"beta" * SLOW_CHUNKS)]  # the draining one finished too
 
-    wait_until(lambda: alb.instances[1] not in target_states(aws_clean, alb), delay_s + 3, "the drain to end")
-    assert time.monotonic() - deregistered >= delay_s - 0.5
+        wait_until(lambda: alb.instances[1] not in target_states(aws_clean, alb), delay_s + 3, "the drain to end")
+        assert time.monotonic() - deregistered >= delay_s - 0.5
+    print(load.summary())
+    assert len(load.outcomes) >= 10 and load.failed() == []  # clients never saw the deregistration
     server_lines = (standin.state_dir / "haproxy.cfg").read_text()  # no reload: it goes through the runtime API
     assert f"{alb.instances[1]}-{backends[1].port}" not in server_lines
     wait_until(lambda: f"{alb.instances[1]}:{backends[1].port} removed" in standin.log(), 3, "the server removed")

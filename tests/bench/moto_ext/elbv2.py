@@ -60,12 +60,15 @@ def _patch_backend() -> None:
     def register_targets(self: ELBv2Backend, target_group_arn: str, instances: list[Any]) -> None:
         # Restores: a (re-)registered target starts `initial`, and stops draining.
         with STATE_LOCK:
+            target_group = self.target_groups.get(target_group_arn)
+            already = set(target_group.targets) if target_group is not None else set()
             original_register(self, target_group_arn, instances)
             timeline = _timeline(self, target_group_arn)
             initial_s = current().elb_initial_s
             for target in instances:
                 timeline.draining_until.pop(target["Id"], None)
-                if timeline.checked:
+                # Registering a registered target again changes nothing on AWS: its checks' verdict stands.
+                if timeline.checked and target["Id"] not in already:
                     timeline.reported[target["Id"]] = _INITIAL
                 elif initial_s > 0:
                     timeline.initial_until[target["Id"]] = now() + initial_s
