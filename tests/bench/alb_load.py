@@ -55,7 +55,7 @@ class AlbLoad:
             raise ValueError("AlbLoad needs workers >= 1 and pause_s >= 0")
         self._done = threading.Event()
         self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._work, daemon=True) for _ in range(self.workers)]
+        self._threads = [threading.Thread(target=self._work, daemon=True) for _worker in range(self.workers)]
 
     def _work(self) -> None:
         while not self._done.is_set():

@@ -266,7 +266,8 @@ class Standin:
         config = self._render(served, backends, rendered_servers)
         candidate = self.dir / "haproxy.cfg.new"
         candidate.write_text(config)
-        check = subprocess.run(["haproxy", "-c", "-q", "-f", str(candidate)], capture_output=True, text=True)
+        check = subprocess.run(["haproxy", "-c", "-q", "-f", str(candidate)], capture_output=True, text=True,
+                               check=False)
         if check.returncode != 0:
             _log(f"HAProxy refused the configuration (kept the previous one): {check.stdout}{check.stderr}")
             return

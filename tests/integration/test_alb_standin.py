@@ -59,7 +59,7 @@ class _BackendHandler(http.server.BaseHTTPRequestHandler):
             self.send_response(200)
             self.send_header("Content-Length", str(SLOW_CHUNKS * len(self.server.name)))
             self.end_headers()
-            for _ in range(SLOW_CHUNKS):
+            for _chunk in range(SLOW_CHUNKS):
                 self.wfile.write(self.server.name.encode())
                 self.wfile.flush()
                 time.sleep(SLOW_CHUNK_S)
@@ -214,7 +214,7 @@ def test_routes_v1_to_the_targets_404s_the_rest_and_redirects_http(aws_clean, st
     wait_for_states(aws_clean, alb, dict.fromkeys(alb.instances, "healthy"))
 
     answered = {json.loads(https_get(https, "/v1/models", alb.dns_name, certificate[0])[1])["backend"]
-                for _ in range(4)}
+                for _request in range(4)}
     assert answered == {"alpha", "beta"}  # round robin over both healthy targets
     assert https_get(https, "/metrics", alb.dns_name, certificate[0])[:2] == (404, b"Not Found")
     assert https_get(https, "/v1", alb.dns_name, certificate[0])[0] == 404  # "/v1/*" needs the slash
@@ -276,7 +276,7 @@ def test_failing_health_check_takes_a_target_out_and_reports_it_unhealthy(aws_cl
     )["TargetHealthDescriptions"][0]["TargetHealth"]
     assert reason["Reason"] == "Target.ResponseCodeMismatch"
     answered = [json.loads(https_get(https, "/v1/models", alb.dns_name, certificate[0])[1])["backend"]
-                for _ in range(4)]
+                for _request in range(4)]
     assert answered == ["alpha"] * 4
 
     backends[1].health_status = 200
@@ -307,7 +307,7 @@ def test_deregistration_drains_in_flight_requests_then_removes_the_target(aws_cl
         assert target_states(aws_clean, alb)[alb.instances[1]] == "draining"
         time.sleep(0.8)  # the stand-in's next poll has drained it
         answered = [json.loads(https_get(https, "/v1/models", alb.dns_name, certificate[0])[1])["backend"]
-                    for _ in range(6)]
+                    for _request in range(6)]
         assert answered == ["alpha"] * 6
         for fetcher in fetchers:
             fetcher.join(10)

@@ -13,8 +13,10 @@ GROUP = {
     "HealthCheckTimeoutSeconds": 5, "HealthyThresholdCount": 3, "UnhealthyThresholdCount": 2,
     "Matcher": {"HttpCode": "200"},
 }
-NOT_FOUND = {"Type": "fixed-response", "FixedResponseConfig": {"StatusCode": "404", "ContentType": "text/plain",
-                                                                "MessageBody": "Not Found"}}
+NOT_FOUND = {
+    "Type": "fixed-response",
+    "FixedResponseConfig": {"StatusCode": "404", "ContentType": "text/plain", "MessageBody": "Not Found"},
+}
 
 
 def listener(rules, protocol="HTTPS", policy="ELBSecurityPolicy-TLS13-1-2-2021-06", port=443):
