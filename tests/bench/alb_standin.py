@@ -501,12 +501,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds: run health checks at most this far apart (and time them out at most this "
                              "late), compressing AWS's 5 s minimum for tests; default: the groups' own timing")
     parser.add_argument("--port-file", type=Path, help="once serving, write the path of listeners.json here")
-    parser.add_argument("--pid-file", type=Path, help="write the stand-in's pid here")
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--daemon", action="store_true", help="start in the background, return once serving")
-    mode.add_argument("--stop", action="store_true", help="stop the stand-in named by --pid-file")
-    parser.add_argument("--log-file", type=Path, help="with --daemon: where the stand-in's output goes")
-    parser.add_argument("--start-timeout", type=float, default=START_TIMEOUT_S, help="with --daemon: seconds")
+    daemon.add_arguments(parser, "stand-in", START_TIMEOUT_S)
     return parser.parse_args(argv)
 
 

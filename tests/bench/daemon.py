@@ -7,12 +7,23 @@ with the same pid file finds it running and answers the same port file); `--stop
 pid file, but only when that process runs the same script.
 """
 
+import argparse
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser, what: str, start_timeout_s: float) -> None:
+    """--pid-file, --daemon | --stop, --log-file and --start-timeout, as every bench daemon takes them."""
+    parser.add_argument("--pid-file", type=Path, help=f"write the {what}'s pid here")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--daemon", action="store_true", help="start in the background, return once serving")
+    mode.add_argument("--stop", action="store_true", help=f"stop the {what} named by --pid-file")
+    parser.add_argument("--log-file", type=Path, help=f"with --daemon: where the {what}'s output goes")
+    parser.add_argument("--start-timeout", type=float, default=start_timeout_s, help="with --daemon: seconds")
 
 
 def write_atomically(path: Path, text: str) -> None:

@@ -212,16 +212,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one (default)")
     parser.add_argument("--port-file", type=Path, help="write the server URL here once it is serving")
-    parser.add_argument("--pid-file", type=Path, help="write the server's pid here")
     parser.add_argument("--quiet", action="store_true", help="do not log each request")
     parser.add_argument(
         "--plain", action="store_true", help="serve moto without the extensions (re-measure moto after an upgrade)"
     )
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--daemon", action="store_true", help="start in the background, return once serving")
-    mode.add_argument("--stop", action="store_true", help="stop the server named by --pid-file")
-    parser.add_argument("--log-file", type=Path, help="with --daemon: where the server's output goes")
-    parser.add_argument("--start-timeout", type=float, default=START_TIMEOUT_S, help="with --daemon: seconds")
+    daemon.add_arguments(parser, "server", START_TIMEOUT_S)
     return parser.parse_args(argv)
 
 
