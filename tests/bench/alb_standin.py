@@ -165,6 +165,7 @@ class Standin:
         self.servers: dict[str, Server] = {}  # "backend/server" -> Server
         self.reported: dict[tuple[str, str], tuple[str, str | None, str | None]] = {}
         self.report_all_at = 0.0
+        self.errors: list[dict[str, str]] = []  # listeners it cannot serve, as last logged
 
     # --- one poll cycle -------------------------------------------------------------------------------------
     def sync(self) -> None:
@@ -229,8 +230,10 @@ class Standin:
             self.ports[arn] = listener.local_port
             served.append(listener)
             backends.update(groups)
-        for error in errors:
-            _log(f"cannot serve listener: {error['error']}")
+        if errors != self.errors:  # logged once, not on every poll
+            for error in errors:
+                _log(f"cannot serve listener: {error['error']}")
+            self.errors = errors
         return served, backends
 
     def _certificate(self, listener: dict[str, Any]) -> str | None:
