@@ -56,7 +56,7 @@ collections: ## make this checkout visible to Ansible as llmserve.aws (a link un
 	  || ln -sfn ../../.. .collections/ansible_collections/llmserve/aws
 
 .PHONY: host-packages
-host-packages: ## Debian packages the bench needs (docker.io, debootstrap, shellcheck)
+host-packages: ## Debian packages the bench needs (docker.io, debootstrap, shellcheck, haproxy)
 	tests/bench/host_packages.sh
 
 .PHONY: bench
@@ -114,11 +114,13 @@ demo: venv host-packages ## the main job on the embedded default: local AWS + sy
 	tests/bench/demo/demo.sh
 
 .PHONY: demo-clean
-demo-clean: venv ## remove what `make demo` made (the host container, the local AWS and IMDS emulator, .build/demo*)
+demo-clean: venv ## remove what `make demo` made (the host container, the local AWS, IMDS emulator and ALB stand-in, .build/demo*)
 	-docker rm -f llmserve-demo-host
+	-python tests/bench/alb_standin.py --stop --pid-file .build/alb.pid
 	-[ -s .build/imds.pid ] && kill "$$(cat .build/imds.pid)"
 	-[ -s .build/moto.pid ] && python tests/bench/moto_server.py --stop --pid-file .build/moto.pid
-	rm -f .build/demo*.json .build/demo-*.log .build/imds.* .build/moto.*
+	rm -f .build/demo*.json .build/demo-*.log .build/imds.* .build/moto.* .build/alb.*
+	rm -rf .build/alb .build/demo-alb-tls
 
 .PHONY: benchmark-model-sync
 benchmark-model-sync: venv ## benchmark: model_sync vs s5cmd vs aws s3 sync on a local S3 (not part of make test)

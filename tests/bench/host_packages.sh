@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Debian packages the tests need on the machine running them: Docker (the systemd host), debootstrap (its
-# image), shellcheck (ansible-test sanity). Installs only what is missing, so a second run costs nothing.
+# image), shellcheck (ansible-test sanity), HAProxy (the ALB stand-in, tests/bench/alb_standin.py). Installs only what is missing, so a second run costs nothing.
 set -euo pipefail
-declare -A wanted=([dockerd]=docker.io [debootstrap]=debootstrap [shellcheck]=shellcheck)
+declare -A wanted=([dockerd]=docker.io [debootstrap]=debootstrap [shellcheck]=shellcheck [haproxy]=haproxy)
 missing=()
 for program in "${!wanted[@]}"; do
   command -v "$program" >/dev/null || missing+=("${wanted[$program]}")

