@@ -65,11 +65,24 @@ imds_emulator() {
   echo "IMDS emulator for $instance_id on port $(cat "$build/imds.port")"
 }
 
+# The serve playbook reads the API key from the local Secrets Manager on this machine, as it would from AWS.
+local_aws_env() {
+  AWS_ENDPOINT_URL="$(cat "$build/moto.url")" AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \
+    AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1 "$@"
+}
+
 ask() {
-  python - "$build/demo.json" <<'PY'
+  local_aws_env python - "$build/demo.json" <<'PY'
 import json
+import sys
 import time
 import urllib.request
+
+import boto3
+
+# The key the serve playbook gave vLLM, from the local Secrets Manager (never printed).
+secret_id = json.load(open(sys.argv[1]))["llmserve_api_key_secret"]
+api_key = boto3.client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"]
 
 request = {
     "model": "smollm2-135m-instruct",
@@ -81,7 +94,7 @@ request = {
 started = time.monotonic()
 with urllib.request.urlopen(urllib.request.Request(
         "http://127.0.0.1:8000/v1/chat/completions", data=json.dumps(request).encode(),
-        headers={"Content-Type": "application/json"}), timeout=60) as response:
+        headers={"Content-Type": "application/json", "Authorization": "Bearer " + api_key}), timeout=60) as response:
     answer = json.load(response)
 print("Q: What is the capital of France?")
 print("A: " + answer["choices"][0]["message"]["content"].strip())
@@ -94,7 +107,7 @@ phase "bench parts (image, venv, model)" bench_parts
 phase "local AWS" local_aws
 phase "AWS resources + systemd host" playbook "$build/demo-bench-up.log" tests/bench/demo/bench_up.yml
 phase "IMDS emulator" imds_emulator
-phase "serve playbook (7B flow, CPU)" playbook "$build/demo-serve.log" playbooks/serve_7b.yml \
+phase "serve playbook (7B flow, CPU)" local_aws_env playbook "$build/demo-serve.log" playbooks/serve_7b.yml \
   -e llmserve_profile=cpu -e llmserve_hosts=llmserve_bench -e "@$build/demo.json"
 phase "ask the model" ask
 
