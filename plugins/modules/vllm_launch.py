@@ -269,7 +269,7 @@ notes:
   - The unit denies the instance metadata service (C(IPAddressDeny=169.254.169.254/32 fd00:ec2::254/128)), so a
     compromised model server cannot take the instance role's credentials. systemd enforces it with a cgroup BPF
     filter, which needs the unified cgroup hierarchy (the default on Ubuntu 22.04 and 24.04, Debian 12 and Amazon
-    Linux 2023). vLLM therefore cannot load weights from S3 with the instance role itself: sync them first (the
+    Linux 2023). vLLM therefore cannot load weights from S3 with the instance role itself, so sync them first (the
     role C(llmserve.aws.model_sync) does).
   - If the venv or a local model lives under C(/home), C(/root) or C(/run/user), the unit uses C(ProtectHome=tmpfs)
     and bind-mounts only those paths read-only. Otherwise it uses C(ProtectHome=yes).
