@@ -72,8 +72,8 @@ def test_survey_size_that_contradicts_the_playbook_fails():
     assert "TASK [llmserve.aws.gpu_check" not in out
 
 
-
 # --- secrets ------------------------------------------------------------------------------------------------
+
 
 def fails_before_any_change(result, message):
     out = result.stdout + result.stderr
