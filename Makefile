@@ -60,12 +60,13 @@ host-packages: ## Debian packages the bench needs (docker.io, debootstrap, shell
 	tests/bench/host_packages.sh
 
 .PHONY: bench
-bench: venv host-packages ## build or reuse the bench: systemd host image, vLLM CPU venv, models, wheelhouses
+bench: venv host-packages ## build or reuse the bench: systemd host image, vLLM CPU venv, models, wheelhouses, IMDS address on lo
 	tests/bench/host_image.sh >/dev/null
 	tests/bench/models.sh tiny >/dev/null
 	tests/bench/models.sh smollm2 >/dev/null
 	tests/bench/vllm_wheelhouse.sh >/dev/null
 	tests/bench/demo/wheelhouse.sh >/dev/null
+	tests/bench/imds_address.sh
 
 .PHONY: lint
 lint: venv host-packages ## ansible-lint (production profile) + changelog fragments

@@ -99,6 +99,20 @@ def host(option, value):
     return "%s %r is not an IP address or a host name (letters, digits, '-' in dot-separated labels)" % (option, value)
 
 
+def is_loopback_host(value):
+    """Whether a listen address is reachable from this machine only: 127.0.0.0/8, ::1 (also IPv4-mapped) or
+    localhost. Any other name may resolve to any address, so it counts as beyond loopback."""
+    text = str(value or "").lower()
+    if text in ("localhost", "localhost."):
+        return True
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
+
+
 def absolute_path(option, value, allow_root=True):
     """An absolute, normalized path: no '..' or '.' component, no '//' , no whitespace or control characters."""
     error = control_character(option, value)

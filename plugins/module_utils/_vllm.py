@@ -27,6 +27,12 @@ SECRET_MASK = "********"
 # to stop its engine process. 90 s of drain + 15 s stays inside the 2-minute spot interruption notice.
 STOP_GRACE_S = 15
 
+# The instance metadata service (IPv4 and the Nitro IPv6 endpoint): it hands out the instance role's credentials,
+# which a compromised model server must not get. The unit denies it (IPAddressDeny=, a cgroup BPF filter); the
+# watcher and registration units of spot_interruption still reach it. DNS (169.254.169.253) and time sync
+# (169.254.169.123) stay reachable.
+IMDS_ADDRESSES = ("169.254.169.254/32", "fd00:ec2::254/128")
+
 # systemd-analyze security's "exposure" for the rendered unit must stay at or below this (tests/unit).
 MAX_EXPOSURE = 2.0
 
@@ -285,7 +291,18 @@ def validate_params(params):
     errors.extend(_environment_errors(params))
     for option in ("api_key", "hf_token"):
         errors.append(grammar.control_character(option, params.get(option), secret=True))
+    errors.append(api_key_error(params))
     return [error for error in errors if error]
+
+
+def api_key_error(params):
+    """vLLM reachable beyond loopback must ask for an API key on /v1 (allow_no_api_key is for a test bench)."""
+    if params.get("api_key") or params.get("allow_no_api_key") or grammar.is_loopback_host(params["host"]):
+        return None
+    return ("api_key is required when vLLM listens beyond loopback (host=%s): set api_key (the role's "
+            "vllm_service_api_key; serve.yml reads it from AWS with llmserve_api_key_secret or "
+            "llmserve_api_key_parameter), or listen on 127.0.0.1 behind a local proxy; allow_no_api_key=true "
+            "(vllm_service_allow_no_api_key) is for a test bench only" % params["host"])
 
 
 def gguf_refusal(model, files=None):
@@ -674,6 +691,8 @@ def render_unit(params, argv):
         "RestrictSUIDSGID=yes",
         "RestrictNamespaces=yes",
         "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK",
+        "# No instance metadata: it serves the instance role's credentials (the watcher units still reach it).",
+        "IPAddressDeny=%s" % " ".join(IMDS_ADDRESSES),
         "SystemCallArchitectures=native",
         "SystemCallFilter=@system-service",
         "SystemCallFilter=~@privileged @mount @debug @cpu-emulation @obsolete @raw-io @reboot @swap @module @clock",

@@ -91,6 +91,8 @@ options:
       - Address to listen on. The default V(0.0.0.0) serves a load balancer. Use V(127.0.0.1) behind a
         local proxy.
       - The module itself connects through loopback when the address is a wildcard.
+      - Any address other than 127.0.0.0/8, V(::1) or V(localhost) needs O(api_key) (or, on a test bench only,
+        O(allow_no_api_key=true)).
     type: str
     default: 0.0.0.0
   port:
@@ -148,8 +150,17 @@ options:
     description:
       - "API key that clients of C(/v1) must send as C(Authorization: Bearer <key>). It is stored as
         C(VLLM_API_KEY) in the 0600 environment file."
-      - vLLM guards only C(/v1). C(/health), C(/metrics), C(/version) and C(/tokenize) stay open.
+      - vLLM guards only C(/v1). C(/health), C(/metrics), C(/version) and C(/tokenize) stay open, so a load
+        balancer that forwards only C(/v1/*) is the real boundary.
+      - Required when O(host) is beyond loopback, unless O(allow_no_api_key=true). The module fails before
+        writing anything, naming this option.
     type: str
+  allow_no_api_key:
+    description:
+      - Run vLLM beyond loopback without an API key. For a test bench only, where nothing but the tests can reach
+        the port; never on a host a network can reach.
+    type: bool
+    default: false
   hf_token:
     description:
       - Hugging Face token for gated hub models. It is stored as C(HF_TOKEN) in the 0600 environment file.
@@ -255,6 +266,11 @@ notes:
   - The environment file is read by systemd as root before it drops privileges. The service user cannot read it,
     but the running vLLM process holds the key in its environment. That environment is readable only by the
     service user and root.
+  - The unit denies the instance metadata service (C(IPAddressDeny=169.254.169.254/32 fd00:ec2::254/128)), so a
+    compromised model server cannot take the instance role's credentials. systemd enforces it with a cgroup BPF
+    filter, which needs the unified cgroup hierarchy (the default on Ubuntu 22.04 and 24.04, Debian 12 and Amazon
+    Linux 2023). vLLM therefore cannot load weights from S3 with the instance role itself, so sync them first (the
+    role C(llmserve.aws.model_sync) does).
   - If the venv or a local model lives under C(/home), C(/root) or C(/run/user), the unit uses C(ProtectHome=tmpfs)
     and bind-mounts only those paths read-only. Otherwise it uses C(ProtectHome=yes).
 seealso:
@@ -744,6 +760,7 @@ ARGUMENT_SPEC = dict(
     max_num_seqs=dict(type="int"),
     enforce_eager=dict(type="bool", default=False),
     api_key=dict(type="str", no_log=True),
+    allow_no_api_key=dict(type="bool", default=False),
     hf_token=dict(type="str", no_log=True),
     secret_environment=dict(type="dict", no_log=True),
     environment=dict(type="dict"),

@@ -133,7 +133,7 @@ FLEET_INVENTORY = {
 SURVEY_ANSWERS = {
     "llmserve_model_uri": "s3://llmserve-models/Llama-3.1-8B-Instruct",
     "llmserve_target_group_arns": "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/llmserve-7b/0123",
-    "llmserve_api_key": "launch-time-secret",
+    "llmserve_api_key_secret": "llmserve/api-key",
 }
 EXPECTED_HOSTS = {
     "playbooks/serve_7b.yml": ["host-7b-a", "host-7b-b"],

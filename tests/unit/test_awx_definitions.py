@@ -70,16 +70,18 @@ def test_question_is_one_awx_accepts(question):
 
 def test_survey_asks_each_variable_once():
     variables = [question["variable"] for question in QUESTIONS]
-    assert variables == ["llmserve_model_size", "llmserve_model_uri", "llmserve_target_group_arns", "llmserve_api_key"]
+    assert variables == ["llmserve_model_size", "llmserve_model_uri", "llmserve_target_group_arns",
+                         "llmserve_api_key_secret"]
     assert [question["required"] for question in QUESTIONS] == [True, True, False, False]
     assert isinstance(SURVEY["llmserve_awx_survey_name"], str) and SURVEY["llmserve_awx_survey_name"]
     assert isinstance(SURVEY["llmserve_awx_survey_description"], str)
 
 
-def test_api_key_is_a_password_question_without_a_default():
+def test_the_api_key_question_asks_where_the_key_is_never_the_key():
+    # serve.yml reads the key from Secrets Manager at run time; a literal key is refused there.
     question = SURVEY["llmserve_awx_api_key_question"]
-    assert question["type"] == "password"  # AWX encrypts the answer and masks it in job output
-    assert "default" not in question
+    assert question["variable"] == "llmserve_api_key_secret"
+    assert question["type"] == "text" and question["default"] == ""
 
 
 def test_model_size_is_a_single_choice_among_the_profiles():

@@ -12,6 +12,8 @@ from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar
 from ansible.template import trust_as_template
 
+from ansible_collections.llmserve.aws.plugins.test.loopback_host import TestModule as LoopbackTests
+
 ROLES = Path(__file__).resolve().parents[2] / "roles"
 
 
@@ -27,6 +29,9 @@ def passes(role, conditions, **overrides):
         variables[name] = trust_as_template(value) if isinstance(value, str) else value
     variables.update(overrides)
     templar = Templar(loader=DataLoader(), variables=variables)
+    # This collection's own tests, which ansible-playbook finds through its collection loader (not set up here).
+    templar._engine.environment.tests.update({"llmserve.aws." + name: test
+                                             for name, test in LoopbackTests().tests().items()})
     return all(templar.template(trust_as_template("{{ %s }}" % condition)) in (True, "True")
                for condition in conditions)
 
@@ -57,3 +62,18 @@ def test_spot_interruption_unit_values(overrides, valid):
 ])
 def test_vllm_service_user_group_and_paths(overrides, valid):
     assert passes("vllm_service", VLLM, **overrides) == valid
+
+
+VLLM_API_KEY = checks("vllm_service", "main.yml", "asks for an API key")
+
+
+@pytest.mark.parametrize("overrides, valid", [
+    ({}, False), ({"vllm_service_host": "::"}, False), ({"vllm_service_host": "10.0.1.7"}, False),
+    ({"vllm_service_host": "ip-10-0-1-7.ec2.internal"}, False), ({"vllm_service_api_key": ""}, False),
+    ({"vllm_service_api_key": "sk-1"}, True), ({"vllm_service_allow_no_api_key": True}, True),
+    ({"vllm_service_host": "127.0.0.1"}, True), ({"vllm_service_host": "127.8.9.10"}, True),
+    ({"vllm_service_host": "::1"}, True), ({"vllm_service_host": "localhost"}, True),
+    ({"vllm_service_state": "absent"}, True),
+])
+def test_vllm_service_needs_an_api_key_beyond_loopback(overrides, valid):
+    assert passes("vllm_service", VLLM_API_KEY, **overrides) == valid

@@ -286,6 +286,7 @@ def module_main(monkeypatch):
     monkeypatch.setattr(basic.AnsibleModule, "run_command", run_command)
 
     def run(**args):
+        args.setdefault("host", "127.0.0.1")  # loopback: no api_key needed unless a test says otherwise
         return run_main(vllm_launch.main, args)
     return run
 
@@ -377,3 +378,10 @@ def test_own_files_are_still_replaced_and_removed(host):
 def test_environment_file_diff_is_masked_whole(text):
     masked = vllm.masked_environment_file(text) + vllm.masked_environment_file("A=1\n", text)
     assert "sk-1" not in masked
+
+
+def test_no_api_key_beyond_loopback_fails_before_anything_runs(module_main, model_dir, tmp_path):
+    # module_main fails the test on any systemctl call: the refusal comes first.
+    exited = module_main(model=str(model_dir), venv=str(tmp_path), host="0.0.0.0")
+    assert exited.failed
+    assert exited.result["msg"].startswith("api_key is required when vLLM listens beyond loopback (host=0.0.0.0)")

@@ -11,7 +11,7 @@ TOKEN = "hf_AbCdEf123"
 
 
 def test_argv_renders_only_what_is_set():
-    argv = vllm.render_argv(params())
+    argv = vllm.render_argv(params(host="0.0.0.0"))
     assert argv == ["/opt/vllm/venv/bin/python", "-m", "vllm.entrypoints.openai.api_server", "--model",
                     "/srv/models/llama", "--host", "0.0.0.0", "--port", "8000", "--shutdown-timeout", "90"]
 
@@ -150,3 +150,11 @@ def test_paths():
     assert paths["unit"] == "/etc/systemd/system/vllm-bench.service"
     assert paths["environment_file"] == "/etc/vllm-bench/vllm-bench.env"
     assert paths["restart_timer"] == "/etc/systemd/system/vllm-bench-planned-restart.timer"
+
+
+def test_the_unit_denies_the_instance_metadata_service():
+    unit = vllm.render_unit(params(), vllm.render_argv(params()))
+    service = unit.split("[Service]")[1].split("[Install]")[0]
+    assert "\nIPAddressDeny=169.254.169.254/32 fd00:ec2::254/128\n" in service
+    # Only IMDS: the VPC's DNS resolver (169.254.169.253) and time sync (169.254.169.123) stay reachable.
+    assert unit.count("IPAddressDeny=") == 1 and "IPAddressAllow" not in unit

@@ -23,7 +23,8 @@ BENCH_TINY = {"num_attention_heads": 4, "num_key_value_heads": 2, "max_position_
 
 
 def params(**overrides):
-    base = {"name": "vllm", "model": "/srv/models/llama", "served_model_name": None, "host": "0.0.0.0", "port": 8000,
+    # Loopback, so that a missing api_key is no error here (test_api_key_* below cover the other addresses).
+    base = {"name": "vllm", "model": "/srv/models/llama", "served_model_name": None, "host": "127.0.0.1", "port": 8000,
             "tensor_parallel_size": None, "pipeline_parallel_size": None, "max_model_len": None,
             "gpu_memory_utilization": None, "quantization": None, "dtype": None, "max_num_batched_tokens": None,
             "max_num_seqs": None, "enforce_eager": False, "api_key": None, "hf_token": None,
@@ -179,3 +180,28 @@ def test_every_problem_is_reported_at_once():
     errors = vllm.validate_model_config(LLAMA_8B, params(quantization="gptq", tensor_parallel_size=5,
                                                          max_model_len=100000))
     assert len(errors) == 3
+
+
+BEYOND_LOOPBACK = ["0.0.0.0", "::", "10.0.1.7", "fe80::1", "169.254.169.254", "ip-10-0-1-7.ec2.internal",
+                   "localhost.example.com", "128.0.0.1"]
+LOOPBACK = ["127.0.0.1", "127.8.9.10", "::1", "0:0:0:0:0:0:0:1", "::ffff:127.0.0.1", "localhost", "LOCALHOST"]
+
+
+@pytest.mark.parametrize("host", BEYOND_LOOPBACK)
+def test_api_key_is_required_beyond_loopback(host):
+    assert vllm.validate_params(params(host=host)) == [
+        "api_key is required when vLLM listens beyond loopback (host=%s): set api_key (the role's "
+        "vllm_service_api_key; serve.yml reads it from AWS with llmserve_api_key_secret or "
+        "llmserve_api_key_parameter), or listen on 127.0.0.1 behind a local proxy; allow_no_api_key=true "
+        "(vllm_service_allow_no_api_key) is for a test bench only" % host]
+
+
+@pytest.mark.parametrize("host", BEYOND_LOOPBACK)
+def test_a_key_or_the_bench_opt_out_lets_vllm_listen_beyond_loopback(host):
+    assert vllm.validate_params(params(host=host, api_key="sk-1")) == []
+    assert vllm.validate_params(params(host=host, allow_no_api_key=True)) == []
+
+
+@pytest.mark.parametrize("host", LOOPBACK)
+def test_loopback_needs_no_api_key(host):
+    assert vllm.validate_params(params(host=host)) == []

@@ -66,6 +66,12 @@ imds_emulator() {
   echo "IMDS emulator for $instance_id on port $(cat "$build/imds.port")"
 }
 
+# The serve playbook reads the API key from the local Secrets Manager on this machine, as it would from AWS.
+local_aws_env() {
+  AWS_ENDPOINT_URL="$(cat "$build/moto.url")" AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \
+    AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1 "$@"
+}
+
 alb_standin() {
   python tests/bench/alb_standin.py --daemon --aws-endpoint-url "$(cat "$build/moto.url")" \
     --state-dir "$build/alb" --port-file "$build/alb.ready" --pid-file "$build/alb.pid" \
@@ -125,13 +131,19 @@ PY
 }
 
 ask() {
-  python - "$build/demo.json" "$build/alb/listeners.json" <<'PY'
+  local_aws_env python - "$build/demo.json" "$build/alb/listeners.json" <<'PY'
 import json
 import sys
 import time
 from pathlib import Path
 
+import boto3
+
 from tests.bench.alb_client import AlbClient
+
+# The key the serve playbook gave vLLM, from the local Secrets Manager (never printed).
+secret_id = json.load(open(sys.argv[1]))["llmserve_api_key_secret"]
+api_key = boto3.client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"]
 
 request = {
     "model": "smollm2-135m-instruct",
@@ -145,7 +157,7 @@ alb = json.load(open(sys.argv[1]))["llmserve_demo_alb"]
 client = AlbClient.for_listener(Path(sys.argv[2]), alb["https_listener_arn"], Path(alb["ca_file"]))
 started = time.monotonic()
 status, _headers, body = client.request("POST", "/v1/chat/completions", json.dumps(request).encode(),
-                                        {"Content-Type": "application/json"})
+                                        {"Content-Type": "application/json", "Authorization": "Bearer " + api_key})
 if status != 200:
     sys.exit("POST https://%s/v1/chat/completions -> %d: %s" % (alb["dns_name"], status, body[:300]))
 answer = json.loads(body)
@@ -162,7 +174,7 @@ phase "local AWS" local_aws
 phase "AWS resources + systemd host" playbook "$build/demo-bench-up.log" tests/bench/demo/bench_up.yml
 phase "ALB stand-in" alb_standin
 phase "IMDS emulator" imds_emulator
-phase "serve playbook (7B flow, CPU)" playbook "$build/demo-serve.log" playbooks/serve_7b.yml \
+phase "serve playbook (7B flow, CPU)" local_aws_env playbook "$build/demo-serve.log" playbooks/serve_7b.yml \
   -e llmserve_profile=cpu -e llmserve_hosts=llmserve_bench -e "@$build/demo.json"
 phase "target healthy behind the ALB" alb_target_healthy
 phase "ask the model (HTTPS via the ALB)" ask

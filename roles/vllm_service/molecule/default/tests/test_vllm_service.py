@@ -26,6 +26,8 @@ SCENARIO = Path(__file__).resolve().parent.parent
 REPO_ROOT = SCENARIO.parents[3]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
+from tests.bench.imds_emulator import ImdsEmulator  # noqa: E402
+from tests.support import leaks  # noqa: E402  (the leak check)
 from tests.support.wait import wait_until  # noqa: E402  (the tests' one polling wait)
 
 SETTINGS = yaml.safe_load((SCENARIO / "vars" / "bench.yml").read_text())
@@ -36,6 +38,10 @@ BASE = "http://127.0.0.1:%d" % PORT
 API_KEY = SETTINGS["vllm_service_api_key"]
 # The key's unique middle part: unchanged by JSON, shell or systemd escaping, so a leak in any of them shows.
 KEY_MARKER = "bench7Qx2"
+HF_TOKEN = SETTINGS["vllm_service_hf_token"]
+# The check-mode test shows a diff with another key: that one must not leak either.
+OTHER_KEY = "sk-other-bench7Qx2-key"
+SECRETS = {"API key": API_KEY, "HF token": HF_TOKEN, "the other API key": OTHER_KEY}
 MODEL = SETTINGS["vllm_service_served_model_name"]
 # The role's default venv, which converge installs from the offline wheelhouse.
 VENV = "/opt/vllm/venv"
@@ -231,19 +237,12 @@ def test_v1_needs_the_api_key_and_health_does_not(host):
     assert http("/health", key=None)[0] == 200
 
 
-def test_key_is_only_in_the_0600_environment_file(host):
+def test_secrets_are_in_the_0600_environment_file(host):
     environment_file = host.file("/etc/%s/%s.env" % (NAME, NAME))
     assert environment_file.mode == 0o600
     assert environment_file.user == "root"
     assert KEY_MARKER in environment_file.content_string
-    unit_files = host.run("grep -rl -- %s /etc/systemd /run/systemd/system /lib/systemd/system", KEY_MARKER)
-    assert unit_files.stdout.strip() == "", unit_files.stdout
-    command_lines = host.check_output("ps -eo args")
-    assert "vllm.entrypoints.openai.api_server" in command_lines
-    assert KEY_MARKER not in command_lines
-    journal = host.check_output("journalctl --no-pager -o cat")
-    assert "Uvicorn running" in journal or "Application startup complete" in journal
-    assert KEY_MARKER not in journal
+    assert HF_TOKEN in environment_file.content_string
 
 
 def test_second_converge_verbose_changes_nothing_keeps_pid_and_never_prints_the_key(host):
@@ -253,15 +252,16 @@ def test_second_converge_verbose_changes_nothing_keeps_pid_and_never_prints_the_
     output = process.stdout + process.stderr
     assert recap(output) == {"changed": 0, "failed": 0}
     assert after == before
-    assert "api_server" in output  # the masked command is printed, so the grep below looks at real output
-    assert KEY_MARKER not in output
+    assert "api_server" in output  # the masked command is printed, so the check below looks at real output
+    found = leaks.find_leaks(SECRETS, {"converge -vvv": output})
+    assert not found, leaks.describe(found)
 
 
 def test_check_mode_diff_masks_the_key_and_changes_nothing(host):
     environment_file = "/etc/%s/%s.env" % (NAME, NAME)
     checksum_before = host.file(environment_file).sha256sum
     pid_before = main_pid(host)
-    process = converge("--check", "--diff", "-e", json.dumps({"vllm_service_api_key": "sk-other-bench7Qx2-key",
+    process = converge("--check", "--diff", "-e", json.dumps({"vllm_service_api_key": OTHER_KEY,
                                                               "vllm_service_max_model_len": 768}))
     output = process.stdout + process.stderr
     assert recap(output)["changed"] >= 1
@@ -271,6 +271,57 @@ def test_check_mode_diff_masks_the_key_and_changes_nothing(host):
     assert host.file(environment_file).sha256sum == checksum_before
     assert main_pid(host) == pid_before
     assert "--max-model-len 768" not in host.file("/etc/systemd/system/" + UNIT).content_string
+
+
+def test_no_secret_in_the_journal_units_command_lines_or_async_results(host):
+    # After the converges above: their module runs are in the journal and in Ansible's async job results too.
+    sources = leaks.host_sources(host.check_output, [UNIT])
+    assert "vllm.entrypoints.openai.api_server" in sources["command lines"]
+    assert "Uvicorn running" in sources["journal"] or "Application startup complete" in sources["journal"]
+    assert "IPAddressDeny=" in sources["systemctl show " + UNIT]
+    found = leaks.find_leaks(SECRETS, sources)
+    assert not found, leaks.describe(found)
+
+
+# Runs inside the bench host: one IMDSv2 token request, as anything after the instance role's credentials starts.
+IMDS_PROBE = r"""
+import sys, urllib.request
+request = urllib.request.Request(sys.argv[1] + "/latest/api/token", method="PUT",
+                                 headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"})
+try:
+    print("reached IMDS: token of %d characters" % len(urllib.request.urlopen(request, timeout=2).read()))
+except OSError as error:
+    print("no IMDS: %r" % error)
+"""
+IMDS_ADDRESS = "169.254.169.254"
+
+
+def unified_cgroup(host):
+    """vLLM's folder in the unified (v2) cgroup hierarchy, where systemd attaches its IP firewall (a hybrid host
+    like the bench mounts that hierarchy at /sys/fs/cgroup/unified)."""
+    control_group = show(host, "ControlGroup")["ControlGroup"]
+    root = "/sys/fs/cgroup/unified" if host.file("/sys/fs/cgroup/unified/cgroup.procs").exists else "/sys/fs/cgroup"
+    return root + control_group
+
+
+def test_vllm_cannot_reach_instance_metadata_but_another_cgroup_can(host):
+    ensure_serving(host)
+    # systemd lists the denied prefixes in its own order.
+    assert set(show(host, "IPAddressDeny")["IPAddressDeny"].split()) == {"169.254.169.254/32", "fd00:ec2::254/128"}
+    on_lo = host.check_output("ip -o -4 addr show dev lo")
+    assert IMDS_ADDRESS + "/32" in on_lo, "run tests/bench/imds_address.sh (make bench does): " + on_lo
+    # The bench host shares this machine's network, so an emulator here is at 169.254.169.254 there too.
+    with ImdsEmulator(host=IMDS_ADDRESS, port=0) as emulator:
+        # A process moved into vllm's cgroup is filtered as vLLM is.
+        blocked = host.check_output("sh -c 'echo $$ > \"$2/cgroup.procs\" && exec /usr/bin/python3 -c \"$0\" \"$1\"' "
+                                    "%s %s %s", IMDS_PROBE, emulator.url, unified_cgroup(host))
+        # The same probe as the service user in a cgroup of its own, as the watcher and registration units run.
+        allowed = host.check_output("systemd-run --quiet --wait --pipe -p User=%s /usr/bin/python3 -c %s %s",
+                                    "vllm", IMDS_PROBE, emulator.url)
+        token_requests = [entry for entry in emulator.requests() if entry["path"] == "/latest/api/token"]
+    assert blocked.startswith("no IMDS"), blocked
+    assert allowed.startswith("reached IMDS"), allowed
+    assert len(token_requests) == 1, token_requests
 
 
 def test_kill_9_of_the_main_process_is_restarted_by_systemd(host):
