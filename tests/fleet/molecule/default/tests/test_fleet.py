@@ -2,8 +2,10 @@
 
 Its instances (one on-demand, one Spot) are booted hosts that inventories/aws_ec2.yml (+ the bench overlay) reaches;
 serve.yml serves the CPU profile on both and each registers in the target group; a re-run changes nothing;
-rolling_update.yml changes them one at a time under a prober that plays the load balancer; a resize to 1 takes one
-host away cleanly (it deregisters itself on the way down); absent takes the rest. The tests run in file order and build on each
+rolling_update.yml changes them one at a time while clients send through the ALB (network.yml's, served by the
+bench's HAProxy stand-in) and none fails; a Spot notice on the Spot host drains it through the ALB and fails no
+request; a resize to 1 takes that host away; absent takes the rest. The first serve runs at -vvv and a leak check
+looks for the API key in its output, the hosts' journals, units and command lines, and the ALB's logs. The tests run in file order and build on each
 other, as an operator's runbook does.
 """
 
@@ -15,7 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -25,8 +26,12 @@ SCENARIO = Path(__file__).resolve().parents[1]
 REPO_ROOT = SCENARIO.parents[3]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
-from tests.bench.fleet_launcher import VLLM_PORT_BASE, Containers, port_offset  # noqa: E402
+from tests.bench.alb_client import AlbClient  # noqa: E402
+from tests.bench.alb_load import AlbLoad, chat_request  # noqa: E402
+from tests.bench.fleet_launcher import (  # noqa: E402
+    IMDS_PORT_BASE, VLLM_PORT_BASE, Containers, container_name, port_offset)
 from tests.bench.spot_bench import wait_until  # noqa: E402  (the bench's one polling wait)
+from tests.support.leaks import describe, find_leaks, host_sources  # noqa: E402
 
 EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
 INPUTS = json.loads((EPHEMERAL / "fleet_inputs.json").read_text())
@@ -54,13 +59,29 @@ SERVE_VARS += ["-e", "@" + str(SCENARIO / "vars" / "serve.yml")]
 CONTAINERS = Containers(INPUTS["launcher_id"])
 
 
-def ec2():
-    return boto3.client("ec2", endpoint_url=AWS_ENV["AWS_ENDPOINT_URL"], region_name="us-east-1",
+def aws(service: str):
+    return boto3.client(service, endpoint_url=AWS_ENV["AWS_ENDPOINT_URL"], region_name="us-east-1",
                         aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
 
 
+def api_key() -> str:
+    """The key vLLM requires on /v1, from the local Secrets Manager where prepare made it (never printed)."""
+    return aws("secretsmanager").get_secret_value(SecretId=INPUTS["llmserve_api_key_secret"])["SecretString"]
+
+
+def alb() -> AlbClient:
+    """A client of the fleet's ALB (network.yml's HTTPS listener, served by the bench's HAProxy stand-in)."""
+    return AlbClient.for_listener(EPHEMERAL / "alb" / "listeners.json", INPUTS["llmserve_network_listener_arns"]["https"],
+                                  Path(INPUTS["ca_file"]))
+
+
+def alb_load(max_tokens: int = 1, workers: int = 1) -> AlbLoad:
+    return AlbLoad(alb(), body=chat_request("Say OK.", SERVED_MODEL, max_tokens), workers=workers,
+                   headers={"Content-Type": "application/json", "Authorization": "Bearer " + api_key()})
+
+
 def fleet_instances() -> dict[str, dict]:
-    pages = ec2().describe_instances(
+    pages = aws("ec2").describe_instances(
         Filters=[{"Name": "tag-key", "Values": [FLEET_TAG]}, {"Name": "instance-state-name", "Values": ["running"]}]
     )
     return {i["InstanceId"]: i for reservation in pages["Reservations"] for i in reservation["Instances"]}
@@ -119,15 +140,10 @@ def vllm_port(instance: dict) -> int:
     return VLLM_PORT_BASE + port_offset(instance["PrivateIpAddress"])
 
 
-def elbv2():
-    return boto3.client("elbv2", endpoint_url=AWS_ENV["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                        aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
-
-
 def target_states() -> dict[tuple[str, int], str]:
     """{(instance id, port): state} of every target the fleet's target group lists."""
     (arn,) = INPUTS["llmserve_target_group_arns"]
-    answer = elbv2().describe_target_health(TargetGroupArn=arn)
+    answer = aws("elbv2").describe_target_health(TargetGroupArn=arn)
     return {
         (item["Target"]["Id"], item["Target"]["Port"]): item["TargetHealth"]["State"]
         for item in answer["TargetHealthDescriptions"]
@@ -143,15 +159,15 @@ def ask(port: int, question: str, max_tokens: int, timeout_s: float = 60) -> str
                "temperature": 0}  # fmt: skip
     with urllib.request.urlopen(
         urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", data=json.dumps(request).encode(),
-                               headers={"Content-Type": "application/json"}),
+                               headers={"Content-Type": "application/json", "Authorization": "Bearer " + api_key()}),
         timeout=timeout_s,
     ) as response:  # fmt: skip
         return json.load(response)["choices"][0]["message"]["content"]
 
 
-def serve(playbook: str, **extra_vars: object) -> str:
+def serve(playbook: str, *options: str, **extra_vars: object) -> str:
     return run(
-        "ansible-playbook", *INVENTORY, str(REPO_ROOT / "playbooks" / playbook), *SERVE_VARS,
+        "ansible-playbook", *options, *INVENTORY, str(REPO_ROOT / "playbooks" / playbook), *SERVE_VARS,
         "-e", json.dumps({"llmserve_serve_size": "cpu", **extra_vars}), timeout_s=PLAYBOOK_TIMEOUT_S,
     )  # fmt: skip
 
@@ -169,14 +185,41 @@ def recap(output: str) -> dict[str, dict[str, int]]:
 
 def test_serve_on_every_host_through_the_dynamic_inventory():
     instances = fleet_instances()
-    output = serve("serve.yml")
+    output = serve("serve.yml", "-vvv")
     assert set(recap(output)) == {i["PrivateIpAddress"] for i in instances.values()}
     for instance in instances.values():
         answer = ask(vllm_port(instance), "What is the capital of France?", 24)
         print(f"{instance['InstanceId']} ({instance['InstanceType']}): {answer!r}")
         assert "Paris" in answer
-    # Each host's registration unit put it in the target group once vLLM answered /health.
-    assert target_states() == {(i["InstanceId"], vllm_port(i)): "healthy" for i in instances.values()}
+    # Each host's registration unit put it in the target group once vLLM answered /health; the ALB's health checks
+    # (the stand-in's, reported to the local AWS) found it healthy.
+    wait_until(lambda: target_states() == {(i["InstanceId"], vllm_port(i)): "healthy" for i in instances.values()},
+               HOSTS_TIMEOUT_S, "every host healthy behind the ALB", POLL_S)
+    status, _headers, body = alb().request(
+        "POST", "/v1/chat/completions", chat_request("What is the capital of France?", SERVED_MODEL, 24),
+        {"Content-Type": "application/json", "Authorization": "Bearer " + api_key()})
+    assert status == 200 and "Paris" in json.loads(body)["choices"][0]["message"]["content"], (status, body[:300])
+    assert alb().request("GET", "/metrics")[0] == 404
+
+    # The leak check over that -vvv run: the key in none of the play output, the hosts' journals, unit files,
+    # systemctl show, command lines, or the load balancer's logs.
+    sources = {"play output (-vvv)": output}
+    for instance_id in instances:
+        sources.update(host_sources(lambda script, name=container_name(instance_id): docker_exec(name, script),
+                                    ["vllm.service", "llmserve-spot-watcher.service",
+                                     "llmserve-alb-registration.service"], instance_id))
+    for log in ("access.log", "haproxy.log"):
+        sources["ALB stand-in " + log] = (EPHEMERAL / "alb" / log).read_text() if (EPHEMERAL / "alb" / log).exists() else ""
+    leaks = find_leaks({"API key": api_key()}, sources)
+    print(f"leak check: {len(sources)} sources, {sum(len(text) for text in sources.values())} characters")
+    assert not leaks, describe(leaks)
+
+
+def docker_exec(container: str, script: str) -> str:
+    completed = subprocess.run(["docker", "exec", container, "sh", "-c", script], capture_output=True, text=True,
+                               timeout=COMMAND_TIMEOUT_S, check=False)  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    return completed.stdout
 
 
 def test_serving_again_changes_nothing():
@@ -186,31 +229,17 @@ def test_serving_again_changes_nothing():
     assert all(count["failed"] == 0 and count["unreachable"] == 0 for count in counts.values())
 
 
-class LoadBalancerProbe:
-    """Plays the load balancer during the update: each round reads the target group, sends one short completion
-    to every target it reports healthy, and records who answered."""
+class TargetWatch:
+    """Records which targets the local AWS reports healthy, about once a second, while a play runs."""
 
     def __init__(self):
         self.rounds = []
-        self.failures = []
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
         while not self._done.is_set():
-            healthy = sorted(healthy_ports())
-            answered = []
-            for port in healthy:
-                try:
-                    ask(port, "Say OK.", 1, timeout_s=30)
-                    answered.append(port)
-                except (urllib.error.URLError, OSError) as error:
-                    # A real load balancer stops sending to a target once it is draining: a failure counts only
-                    # when the target was still in service after it.
-                    self.failures.append({"port": port, "error": str(error), "still_healthy": port in healthy_ports()})
-            self.rounds.append({"at": time.time(), "healthy": healthy, "answered": answered})
-            # About one request a second per target: steady traffic, without starving the restarting host's vLLM
-            # of the two cores it shares with the serving one.
+            self.rounds.append({"at": time.time(), "healthy": healthy_ports()})
             self._done.wait(1.0)
 
     def __enter__(self):
@@ -225,18 +254,17 @@ class LoadBalancerProbe:
 def test_rolling_update_keeps_one_host_serving_at_all_times():
     instances = fleet_instances()
     ports = {vllm_port(i): i for i in instances.values()}
-    with LoadBalancerProbe() as probe:
+    with TargetWatch() as watch, alb_load() as load:
         output = serve("rolling_update.yml", llmserve_profile_max_model_len=1024)
         time.sleep(1.0)
     assert set(recap(output)) == {i["PrivateIpAddress"] for i in instances.values()}
 
-    out_of_service = {port: [r["at"] for r in probe.rounds if port not in r["healthy"]] for port in ports}
-    print(f"prober: {len(probe.rounds)} rounds, failures {probe.failures}, "
+    out_of_service = {port: [r["at"] for r in watch.rounds if port not in r["healthy"]] for port in ports}
+    print("rolling update, " + load.summary() + "; "
           + ", ".join(f"port {port} out of service in {len(times)} rounds" for port, times in out_of_service.items()))
-    assert len(probe.rounds) >= 20
-    # Every round found a target in service that answered: never a moment without a serving host.
-    assert [r for r in probe.rounds if not r["answered"]] == []
-    assert [failure for failure in probe.failures if failure["still_healthy"]] == []
+    assert len(load.outcomes) >= 20
+    # Every request a client sent through the load balancer was answered, while each host restarted in turn.
+    assert load.failed() == []
     # Both hosts were taken out (one at a time), and both are back with the new flag.
     assert all(out_of_service.values()), out_of_service
     first, second = (set(times) for times in out_of_service.values())
@@ -251,6 +279,36 @@ def test_rolling_update_keeps_one_host_serving_at_all_times():
         assert "Paris" in ask(port, "What is the capital of France?", 24)
 
 
+def test_spot_drill_through_the_alb_fails_no_request():
+    """A Spot notice on the Spot host while clients send through the ALB: its watcher deregisters it (the stand-in
+    drains it: in-flight requests finish, new ones go to the other host) and stops vLLM once idle."""
+    instances = fleet_instances()
+    (spot,) = [i for i in instances.values() if i.get("InstanceLifecycle") == "spot"]
+    spot_port, container = vllm_port(spot), container_name(spot["InstanceId"])
+    imds = f"http://127.0.0.1:{IMDS_PORT_BASE + port_offset(spot['PrivateIpAddress'])}"
+
+    def vllm_state():
+        return docker_exec(container, "systemctl show vllm.service -p ActiveState --value").strip()
+
+    with alb_load(max_tokens=32, workers=2) as load:
+        time.sleep(5.0)  # both hosts take requests
+        notice_at = time.time()
+        notice = urllib.request.Request(f"{imds}/_emulator/spot-action", method="POST",
+                                        data=json.dumps({"action": "terminate", "in_seconds": 120}).encode(),
+                                        headers={"Content-Type": "application/json"})  # fmt: skip
+        with urllib.request.urlopen(notice, timeout=10):
+            pass
+        wait_until(lambda: target_states().get((spot["InstanceId"], spot_port)) in (None, "draining"), 30,
+                   "the Spot host's target draining", POLL_S)
+        wait_until(lambda: vllm_state() == "inactive", 180, "the watcher to stop vLLM on the Spot host", POLL_S)
+        time.sleep(5.0)  # the other host goes on serving alone
+    in_flight = [o for o in load.outcomes if o.at < notice_at < o.at + o.seconds]
+    after = [o for o in load.outcomes if o.at > notice_at]
+    print(f"spot drill, {load.summary()}; {len(in_flight)} in flight at the notice, {len(after)} sent after it")
+    assert load.failed() == []
+    assert in_flight and after
+
+
 def test_resize_to_one_takes_one_host_away_cleanly():
     before = fleet_instances()
 
@@ -261,9 +319,9 @@ def test_resize_to_one_takes_one_host_away_cleanly():
     wait_until(lambda: CONTAINERS.instance_ids() == set(after), GONE_TIMEOUT_S, f"only hosts {sorted(after)}", POLL_S)
     (gone,) = [instance for instance_id, instance in before.items() if instance_id not in after]
     states = target_states()
-    # The host deregistered itself while it shut down (its registration unit's stop): nothing else deregisters
-    # here, and the local AWS, as AWS, keeps a deregistered target draining for the deregistration delay.
-    assert states.get((gone["InstanceId"], vllm_port(gone))) == "draining", states
+    # The host went out of service in the drill (its watcher deregistered it): the local AWS, as AWS, keeps it
+    # draining for the deregistration delay, or has let it go.
+    assert states.get((gone["InstanceId"], vllm_port(gone))) in (None, "draining"), states
     assert {key: state for key, state in states.items() if key[0] in after} == {
         (i["InstanceId"], vllm_port(i)): "healthy" for i in after.values()
     }
