@@ -442,7 +442,7 @@ def _aws_health(server: Server, row: dict[str, str]) -> tuple[str, str | None, s
         return ("healthy", None, None)
     if not server.ever_up and time.monotonic() - server.added_at < server.initial_for_s:
         return ("initial", "Elb.InitialHealthChecking", "Initial health checks in progress")
-    check = row.get("check_status", "")
+    check = row.get("check_status", "").lstrip("* ")  # "* L7STS": the next check is running
     if check == "L7STS":
         return ("unhealthy", "Target.ResponseCodeMismatch", f"Health checks failed with these codes: [{row['check_code']}]")
     if check in ("L4TOUT", "L7TOUT"):

@@ -88,6 +88,9 @@ class Standin:
         return wait_until(lambda: alb_standin.local_port(self.listeners_file, listener_arn), 15,
                           f"the stand-in to serve {listener_arn}", detail=self.log)
 
+    def runtime_api(self) -> alb_standin.RuntimeApi:
+        return alb_standin.RuntimeApi(self.state_dir / "runtime.sock")
+
     def errors(self) -> list[dict[str, str]]:
         return json.loads(self.listeners_file.read_text())["errors"]
 
@@ -130,6 +133,9 @@ class Alb:
 def make_alb(aws, certificate: tuple[Path, Path], backends: list[Backend], delay_s: int = 300) -> Alb:
     """An ALB as playbooks/network.yml shapes it: HTTP redirects to HTTPS; HTTPS forwards /v1/* to the target
     group, 404 otherwise; plus a 2016-08 listener (the TLS policy control) and one with a policy nobody knows."""
+    # The local AWS calls a new target healthy at once unless told otherwise, as nothing probes targets there;
+    # behind the stand-in it stays `initial` until the stand-in's health checks report on it, as on AWS.
+    aws.configure(elb_initial_s=60)
     ec2, elbv2, acm = aws.client("ec2"), aws.client("elbv2"), aws.client("acm")
     vpc = ec2.create_vpc(CidrBlock="10.7.0.0/16")["Vpc"]["VpcId"]
     subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.7.{i}.0/24", AvailabilityZone=f"us-east-1{zone}")
@@ -305,7 +311,8 @@ def test_deregistration_drains_in_flight_requests_then_removes_the_target(aws_cl
             TargetGroupArn=alb.target_group_arn, Targets=[{"Id": alb.instances[1], "Port": backends[1].port}])
         deregistered = time.monotonic()
         assert target_states(aws_clean, alb)[alb.instances[1]] == "draining"
-        time.sleep(0.8)  # the stand-in's next poll has drained it
+        server = ("tg-bench-vllm", f"{alb.instances[1]}-{backends[1].port}")
+        wait_until(lambda: standin.runtime_api().stats()[server]["status"] == "DRAIN", 5, "the stand-in to drain it")
         answered = [json.loads(https_get(https, "/v1/models", alb.dns_name, certificate[0])[1])["backend"]
                     for _request in range(6)]
         assert answered == ["alpha"] * 6

@@ -41,8 +41,10 @@ bench_parts() {
 }
 
 local_aws() {
-  python tests/bench/moto_server.py --daemon --port-file "$build/moto.url" --pid-file "$build/moto.pid" \
-    --log-file "$build/moto.log" --quiet
+  # A registered target stays `initial` until the ALB stand-in's health checks report on it, as on AWS (the
+  # local AWS alone would call it healthy at once).
+  LLMSERVE_MOTO_ELB_INITIAL_S=600 python tests/bench/moto_server.py --daemon --port-file "$build/moto.url" \
+    --pid-file "$build/moto.pid" --log-file "$build/moto.log" --quiet
   echo "local AWS at $(cat "$build/moto.url")"
 }
 
