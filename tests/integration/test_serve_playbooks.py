@@ -88,7 +88,9 @@ def test_vllm_beyond_loopback_without_a_key_fails_before_any_change():
 
 
 @pytest.mark.parametrize("answers, message", [
-    ({"llmserve_api_key": "sk-literal"}, "llmserve_api_key (a literal key) is not read: store the key in Secrets"),
+    ({"llmserve_api_key": "sk-literal"}, "llmserve_api_key (a literal value) is not read: store it in Secrets Manager"),
+    ({"llmserve_hf_token": "hf_literal"}, "llmserve_hf_token (a literal value) is not read: store it in Secrets Manager"
+     " and pass its name or ARN as llmserve_hf_token_secret"),
     ({"llmserve_api_key_secret": "arn:aws:ssm:us-east-1:123456789012:parameter/llmserve/api-key"},
      "llmserve_api_key_secret must be a Secrets Manager secret's name or ARN (arn:PARTITION:secretsmanager:REGION:"
      "ACCOUNT:secret:NAME), got an ARN of ssm: arn:aws:ssm:us-east-1:123456789012:parameter/llmserve/api-key (pass an "
