@@ -70,12 +70,11 @@ make --no-print-directory venv host-packages bench || echo "==== set-up failed; 
 # Two lanes at first: the static gates and the AWS integration tests (no host container, no vLLM, no fixed port)
 # beside the first molecule scenarios, which spend much of their time waiting on containers; then the
 # load-sensitive gates (the vLLM integration tests and the vLLM scenarios) one at a time.
-first_lane=(lint sanity galaxy-import unit watcher-pythons integration-aws)
+# The static gates are split between the lanes so that both end at about the same time.
+first_lane=(sanity unit watcher-pythons integration-aws)
 (
   export LLMSERVE_GATE_QUIET=1
-  gate lint lint
   gate sanity sanity
-  gate galaxy-import galaxy-import
   gate unit unit
   gate watcher-pythons test-watcher-pythons
   gate integration-aws integration-aws
@@ -86,6 +85,8 @@ beside_first_lane=(gpu_check model_sync)
 for scenario in "${beside_first_lane[@]}"; do
   gate "molecule-$scenario" molecule ROLE="$scenario"
 done
+gate lint lint
+gate galaxy-import galaxy-import
 wait "$first_lane_pid"
 for name in "${first_lane[@]}"; do
   echo "==== log of the first lane's gate $name"
