@@ -82,25 +82,26 @@ alb_standin() {
 }
 
 alb_target_healthy() {  # the stand-in's health checks, as DescribeTargetHealth reports them
-  python - "$build/demo.json" "$(cat "$build/moto.url")" <<'PY'
+  local_aws_env python - "$build/demo.json" <<'PY'
 import json
 import sys
-import time
 
 import boto3
 
-demo = json.load(open(sys.argv[1]))
-elbv2 = boto3.client("elbv2", endpoint_url=sys.argv[2], region_name="us-east-1",
-                     aws_access_key_id="testing", aws_secret_access_key="testing")
-started, deadline, states = time.monotonic(), time.monotonic() + 60, None
-while time.monotonic() < deadline:
-    described = elbv2.describe_target_health(TargetGroupArn=demo["llmserve_target_group_arns"][0])
-    states = {entry["Target"]["Id"]: entry["TargetHealth"]["State"] for entry in described["TargetHealthDescriptions"]}
-    if states and set(states.values()) == {"healthy"}:
-        print("targets healthy behind the ALB after %.1f s: %s" % (time.monotonic() - started, states))
-        sys.exit(0)
-    time.sleep(0.5)
-sys.exit("targets not healthy behind the ALB after 60 s: %s" % states)
+from tests.support.wait import poll
+
+target_group_arn = json.load(open(sys.argv[1]))["llmserve_target_group_arns"][0]
+elbv2 = boto3.client("elbv2")
+
+
+def states():
+    described = elbv2.describe_target_health(TargetGroupArn=target_group_arn)
+    return {entry["Target"]["Id"]: entry["TargetHealth"]["State"] for entry in described["TargetHealthDescriptions"]}
+
+
+healthy, seconds = poll(states, lambda found: found and set(found.values()) == {"healthy"}, timeout_s=60,
+                        what="every target healthy behind the ALB", interval_s=0.5)
+print("targets healthy behind the ALB after %.1f s: %s" % (seconds, healthy))
 PY
 }
 

@@ -5,10 +5,11 @@ serve.yml serves the CPU profile on both and each registers in the target group;
 rolling_update.yml changes them one at a time while clients send through the ALB (network.yml's, served by the
 bench's HAProxy stand-in) and none fails; a Spot notice on the Spot host drains it through the ALB and fails no
 request; a resize to 1 takes that host away; absent takes the rest. The first serve runs at -vvv and a leak check
-looks for the API key in its output, the hosts' journals, units and command lines, and the ALB's logs. The tests run in file order and build on each
-other, as an operator's runbook does.
+looks for the API key in its output, the hosts' journals, units and command lines, and the ALB's logs. The tests
+run in file order and build on each other, as an operator's runbook does.
 """
 
+import functools
 import json
 import os
 import re
@@ -64,9 +65,15 @@ def aws(service: str):
                         aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
 
 
+@functools.cache
 def api_key() -> str:
     """The key vLLM requires on /v1, from the local Secrets Manager where prepare made it (never printed)."""
     return aws("secretsmanager").get_secret_value(SecretId=INPUTS["llmserve_api_key_secret"])["SecretString"]
+
+
+def api_headers() -> dict[str, str]:
+    """A JSON request to /v1 with the API key."""
+    return {"Content-Type": "application/json", "Authorization": "Bearer " + api_key()}
 
 
 def alb() -> AlbClient:
@@ -77,7 +84,7 @@ def alb() -> AlbClient:
 
 def alb_load(max_tokens: int = 1, workers: int = 1) -> AlbLoad:
     return AlbLoad(alb(), body=chat_request("Say OK.", SERVED_MODEL, max_tokens), workers=workers,
-                   headers={"Content-Type": "application/json", "Authorization": "Bearer " + api_key()})
+                   headers=api_headers())
 
 
 def fleet_instances() -> dict[str, dict]:
@@ -159,7 +166,7 @@ def ask(port: int, question: str, max_tokens: int, timeout_s: float = 60) -> str
                "temperature": 0}  # fmt: skip
     with urllib.request.urlopen(
         urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", data=json.dumps(request).encode(),
-                               headers={"Content-Type": "application/json", "Authorization": "Bearer " + api_key()}),
+                               headers=api_headers()),
         timeout=timeout_s,
     ) as response:  # fmt: skip
         return json.load(response)["choices"][0]["message"]["content"]
@@ -197,7 +204,7 @@ def test_serve_on_every_host_through_the_dynamic_inventory():
                HOSTS_TIMEOUT_S, "every host healthy behind the ALB", POLL_S)
     status, _headers, body = alb().request(
         "POST", "/v1/chat/completions", chat_request("What is the capital of France?", SERVED_MODEL, 24),
-        {"Content-Type": "application/json", "Authorization": "Bearer " + api_key()})
+        api_headers())
     assert status == 200 and "Paris" in json.loads(body)["choices"][0]["message"]["content"], (status, body[:300])
     assert alb().request("GET", "/metrics")[0] == 404
 
