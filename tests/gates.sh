@@ -68,8 +68,8 @@ gate() {  # gate NAME make-target [make args...]; LLMSERVE_GATE_QUIET=1: into it
 make --no-print-directory venv host-packages bench || echo "==== set-up failed; the gates below show where"
 
 # Two lanes at first: the static gates and the AWS integration tests (no host container, no vLLM, no fixed port)
-# beside the first molecule scenarios, which spend much of their time waiting on containers; then the
-# load-sensitive gates (the vLLM integration tests and the vLLM scenarios) one at a time.
+# beside the first molecule scenarios and the vLLM integration tests (one vLLM each, waits bounded in minutes);
+# then the scenarios whose hosts run several vLLMs or time their restarts, one at a time.
 # The static gates are split between the lanes so that both end at about the same time.
 first_lane=(sanity unit watcher-pythons integration-aws)
 (
@@ -85,6 +85,7 @@ beside_first_lane=(gpu_check model_sync)
 for scenario in "${beside_first_lane[@]}"; do
   gate "molecule-$scenario" molecule ROLE="$scenario"
 done
+gate integration-vllm integration-vllm
 gate lint lint
 gate galaxy-import galaxy-import
 wait "$first_lane_pid"
@@ -94,7 +95,6 @@ for name in "${first_lane[@]}"; do
   read -r rc _ _ seconds <"$reports/$name.result"
   echo "==== gate: $name: $([ "$rc" -eq 0 ] && echo ok || echo FAILED) in $seconds s (first lane)"
 done
-gate integration-vllm integration-vllm
 for scenario in "${scenarios[@]}"; do
   [[ " ${beside_first_lane[*]} " == *" $scenario "* ]] && continue
   gate "molecule-$scenario" molecule ROLE="$scenario"

@@ -296,8 +296,14 @@ class FleetLauncher:
         self.log = log
         self.serve_metadata = serve_metadata
         self.metadata: dict[str, ImdsEmulator] = {}  # instance id -> its IMDS emulator, while it runs
+        self._clients: dict[str, Any] = {}  # region -> EC2 client, made once: a pass runs every second
 
     def _ec2(self, region: str) -> Any:
+        if region not in self._clients:
+            self._clients[region] = self._new_ec2(region)
+        return self._clients[region]
+
+    def _new_ec2(self, region: str) -> Any:
         import boto3
 
         return boto3.client(

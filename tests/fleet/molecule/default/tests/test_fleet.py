@@ -1,12 +1,17 @@
-"""playbooks/fleet.yml on the bench, then the fleet served through the dynamic inventory (issue 13).
+"""playbooks/fleet.yml on the bench, then the fleet served through the dynamic inventory (issue 13), and the
+spot_interruption role on its hosts.
 
 Its instances (one on-demand, one Spot) are booted hosts that inventories/aws_ec2.yml (+ the bench overlay) reaches;
-serve.yml serves the CPU profile on both and each registers in the target group; a re-run changes nothing;
-rolling_update.yml changes them one at a time while clients send through the ALB (network.yml's, served by the
-bench's HAProxy stand-in) and none fails; a Spot notice on the Spot host drains it through the ALB and fails no
-request; a resize to 1 takes that host away; absent takes the rest. The first serve runs at -vvv and a leak check
-looks for the API key in its output, the hosts' journals, units and command lines, and the ALB's logs. The tests
-run in file order and build on each other, as an operator's runbook does.
+serve.yml serves the CPU profile on both and each registers in the target group; the watcher and registration units
+run unprivileged and hardened, and read IMDS with tokens only; a re-run changes nothing; rolling_update.yml changes
+them one at a time while clients send through the ALB (network.yml's, served by the bench's HAProxy stand-in) and
+none fails, each host's registration unit deregistering before its vLLM stops and registering once it serves again;
+drill_spot_interruption.yml drills the Spot host while other clients send through the ALB: every stream on it
+finishes, the watcher deregisters in the poll cycle that saw the notice and stops vLLM after the last request, and
+no request through the ALB fails; a start request from the watcher starts vLLM again; a resize to 1 takes that host
+away; absent takes the rest. The first serve runs at -vvv and a leak check looks for the API key in its output, the
+hosts' journals, units and command lines, and the ALB's logs. The tests run in file order and build on each other,
+as an operator's runbook does.
 """
 
 import functools
@@ -22,6 +27,7 @@ import urllib.request
 from pathlib import Path
 
 import boto3
+import yaml
 
 SCENARIO = Path(__file__).resolve().parents[1]
 REPO_ROOT = SCENARIO.parents[3]
@@ -31,6 +37,7 @@ from tests.bench.alb_client import AlbClient  # noqa: E402
 from tests.bench.alb_load import AlbLoad, chat_request  # noqa: E402
 from tests.bench.fleet_launcher import (  # noqa: E402
     IMDS_PORT_BASE, VLLM_PORT_BASE, Containers, container_name, port_offset)
+from tests.bench import spot_bench  # noqa: E402  (the drill's helpers: one reading of IMDS's request log)
 from tests.bench.spot_bench import wait_until  # noqa: E402  (the bench's one polling wait)
 from tests.support.leaks import describe, find_leaks, host_sources  # noqa: E402
 
@@ -53,6 +60,16 @@ POLL_S = 0.5
 COMMAND_TIMEOUT_S = 300
 PLAYBOOK_TIMEOUT_S = 1200  # serve on hosts sharing two cores: vLLM's cold starts dominate
 SERVED_MODEL = "smollm2-135m-instruct"
+# The CPU profile's vLLM runs this many sequences at once (--max-num-seqs): the drill's streams, all in flight.
+CONCURRENCY = yaml.safe_load((REPO_ROOT / "playbooks" / "vars" / "profiles" / "cpu.yml").read_text())[
+    "llmserve_profile_concurrency"]
+# The spot_interruption role's paths and units on every host (its defaults).
+WATCHER = "/opt/llmserve-spot-watcher/llmserve_spot_watcher.py"
+WATCHER_PYTHON = "/opt/llmserve-spot-watcher/venv/bin/python"
+WATCHER_CONFIG = "/etc/llmserve/spot-watcher.json"
+WATCHER_UNITS = ("llmserve-spot-watcher.service", "llmserve-vllm-stop.service", "llmserve-vllm-start.service",
+                 "llmserve-alb-registration.service")
+MAX_EXPOSURE = 2.0  # systemd-analyze security's score of each of them
 # The bench's endpoints for the roles, then this scenario's (the weights, the target group, the profile).
 SERVE_VARS = ["-e", "@" + str(REPO_ROOT / "inventories" / "local" / "group_vars" / "llmserve_bench.yml")]
 SERVE_VARS += ["-e", "@" + str(SCENARIO / "vars" / "serve.yml")]
@@ -82,9 +99,9 @@ def alb() -> AlbClient:
                                   Path(INPUTS["ca_file"]))
 
 
-def alb_load(max_tokens: int = 1, workers: int = 1) -> AlbLoad:
+def alb_load(max_tokens: int = 1, workers: int = 1, pause_s: float = 1.0) -> AlbLoad:
     return AlbLoad(alb(), body=chat_request("Say OK.", SERVED_MODEL, max_tokens), workers=workers,
-                   headers=api_headers())
+                   headers=api_headers(), pause_s=pause_s)
 
 
 def fleet_instances() -> dict[str, dict]:
@@ -222,6 +239,47 @@ def test_serve_on_every_host_through_the_dynamic_inventory():
     assert not leaks, describe(leaks)
 
 
+def imds_url(instance: dict) -> str:
+    """The instance's own IMDS emulator (the launcher's), with its control API under /_emulator."""
+    return f"http://127.0.0.1:{IMDS_PORT_BASE + port_offset(instance['PrivateIpAddress'])}"
+
+
+def journal_events(container: str, unit: str, since: float) -> list[str]:
+    """The `event=NAME` steps a unit logged since an epoch second."""
+    text = docker_exec(container, f"journalctl --unit {unit} --output cat --no-pager --since @{int(since)}")
+    return re.findall(r" event=(\S+)", text)
+
+
+def test_watcher_and_registration_units_run_unprivileged_hardened_and_imdsv2_only():
+    for instance in fleet_instances().values():
+        container = container_name(instance["InstanceId"])
+        active = docker_exec(container, "systemctl is-active llmserve-spot-watcher.service llmserve-vllm-stop.path "
+                                        "llmserve-vllm-start.path vllm.service; systemctl is-enabled "
+                                        "llmserve-spot-watcher.service")  # fmt: skip
+        assert active.split() == ["active"] * 4 + ["enabled"], active
+        registration = docker_exec(container,
+                                   "systemctl show llmserve-alb-registration.service -p ActiveState,SubState")
+        assert sorted(registration.split()) == ["ActiveState=active", "SubState=exited"], registration
+        # The watcher: its own user, no capabilities, ahead of vLLM for the CPU (Nice in its cgroup, CPUWeight
+        # across units; vLLM's unit keeps 100).
+        status = docker_exec(container, "cat /proc/$(systemctl show llmserve-spot-watcher.service -p MainPID --value)"
+                                        "/status; id -u llmserve-spot")  # fmt: skip
+        uid = re.search(r"^Uid:\s+(\d+)", status, re.MULTILINE).group(1)
+        assert uid != "0" and status.splitlines()[-1] == uid, status
+        assert re.search(r"^CapEff:\s+0+$", status, re.MULTILINE), status
+        priority = docker_exec(container, "systemctl show llmserve-spot-watcher.service -p Nice,CPUWeight")
+        assert sorted(priority.split()) == ["CPUWeight=1000", "Nice=-5"]
+        assert "watching" in journal_events(container, "llmserve-spot-watcher.service", 0)
+        for unit in WATCHER_UNITS:
+            report = docker_exec(container, f"systemd-analyze security --no-pager {unit}")
+            score = float(re.search(r"Overall exposure level for \S+: ([0-9.]+)", report).group(1))
+            assert score <= MAX_EXPOSURE, f"{instance['InstanceId']} {unit}: exposure {score}"
+        with urllib.request.urlopen(imds_url(instance) + "/_emulator/requests", timeout=10) as answer:
+            reads = [entry for entry in json.load(answer) if entry["method"] == "GET"]
+        assert reads, "nothing read IMDS"
+        assert [entry for entry in reads if not entry["had_token"]] == []
+
+
 def docker_exec(container: str, script: str) -> str:
     completed = subprocess.run(["docker", "exec", container, "sh", "-c", script], capture_output=True, text=True,
                                timeout=COMMAND_TIMEOUT_S, check=False)  # fmt: skip
@@ -261,7 +319,10 @@ class TargetWatch:
 def test_rolling_update_keeps_one_host_serving_at_all_times():
     instances = fleet_instances()
     ports = {vllm_port(i): i for i in instances.values()}
-    with TargetWatch() as watch, alb_load() as load:
+    started = time.time()
+    # A request every 2.5 s per worker: each answer keeps the serving vLLM's worker spinning for a second, and the
+    # restarting host needs the other core.
+    with TargetWatch() as watch, alb_load(pause_s=2.5) as load:
         output = serve("rolling_update.yml", llmserve_profile_max_model_len=1024)
         time.sleep(1.0)
     assert set(recap(output)) == {i["PrivateIpAddress"] for i in instances.values()}
@@ -269,7 +330,7 @@ def test_rolling_update_keeps_one_host_serving_at_all_times():
     out_of_service = {port: [r["at"] for r in watch.rounds if port not in r["healthy"]] for port in ports}
     print("rolling update, " + load.summary() + "; "
           + ", ".join(f"port {port} out of service in {len(times)} rounds" for port, times in out_of_service.items()))
-    assert len(load.outcomes) >= 20
+    assert len(load.outcomes) >= 20, load.summary()
     # Every request a client sent through the load balancer was answered, while each host restarted in turn.
     assert load.failed() == []
     # Both hosts were taken out (one at a time), and both are back with the new flag.
@@ -284,36 +345,100 @@ def test_rolling_update_keeps_one_host_serving_at_all_times():
         (line,) = [line for line in shown.splitlines() if line.startswith(address + " | ")]
         assert "--max-model-len 1024" in line or "--max-model-len=1024" in line, line
         assert "Paris" in ask(port, "What is the capital of France?", 24)
+    # On each host the registration unit took the target out before vLLM got its SIGTERM, and put it back once
+    # /health answered; the watcher counted the planned stop and stayed idle.
+    for instance in instances.values():
+        container = container_name(instance["InstanceId"])
+        steps = journal_events(container, "llmserve-alb-registration.service", started - 1)
+        assert steps.index("deregistered") < steps.index("planned_stop_drained") < steps.index("registered"), steps
+        state = json.loads(docker_exec(container, f"{WATCHER_PYTHON} {WATCHER} status --config {WATCHER_CONFIG}"))
+        assert state["phase"] == "idle" and state["planned_stops"] >= 1, state
 
 
-def test_spot_drill_through_the_alb_fails_no_request():
-    """A Spot notice on the Spot host while clients send through the ALB: its watcher deregisters it (the stand-in
-    drains it: in-flight requests finish, new ones go to the other host) and stops vLLM once idle."""
+def test_spot_drill_through_the_alb_fails_no_request(tmp_path):
+    """playbooks/drill_spot_interruption.yml (bench mode) on the Spot host, with vLLM's key from the local Secrets
+    Manager as on AWS, while other clients send through the ALB: the watcher deregisters it (the stand-in drains
+    it: in-flight requests finish, new ones go to the other host) and stops vLLM once idle."""
     instances = fleet_instances()
     (spot,) = [i for i in instances.values() if i.get("InstanceLifecycle") == "spot"]
     spot_port, container = vllm_port(spot), container_name(spot["InstanceId"])
-    imds = f"http://127.0.0.1:{IMDS_PORT_BASE + port_offset(spot['PrivateIpAddress'])}"
+    report_file = tmp_path / "drill.json"
+    drill = {
+        "spot_drill_mode": "bench", "spot_drill_model": SERVED_MODEL, "spot_drill_imds_control_url": imds_url(spot),
+        "spot_drill_requests": CONCURRENCY, "spot_drill_max_tokens": 48, "spot_drill_report_file": str(report_file),
+        "llmserve_api_key_secret": INPUTS["llmserve_api_key_secret"],
+    }  # fmt: skip
 
-    def vllm_state():
-        return docker_exec(container, "systemctl show vllm.service -p ActiveState --value").strip()
-
-    with alb_load(max_tokens=32, workers=2) as load:
+    with alb_load(max_tokens=16, workers=2) as load:
         time.sleep(5.0)  # both hosts take requests
-        notice_at = time.time()
-        notice = urllib.request.Request(f"{imds}/_emulator/spot-action", method="POST",
-                                        data=json.dumps({"action": "terminate", "in_seconds": 120}).encode(),
-                                        headers={"Content-Type": "application/json"})  # fmt: skip
-        with urllib.request.urlopen(notice, timeout=10):
-            pass
-        wait_until(lambda: target_states().get((spot["InstanceId"], spot_port)) in (None, "draining"), 30,
-                   "the Spot host's target draining", POLL_S)
-        wait_until(lambda: vllm_state() == "inactive", 180, "the watcher to stop vLLM on the Spot host", POLL_S)
+        run("ansible-playbook", *INVENTORY, "-l", spot["PrivateIpAddress"],
+            str(REPO_ROOT / "playbooks" / "drill_spot_interruption.yml"), "-e", json.dumps(drill),
+            timeout_s=PLAYBOOK_TIMEOUT_S)  # fmt: skip
         time.sleep(5.0)  # the other host goes on serving alone
+    report = json.loads(report_file.read_text())
+    notice_at = float(report["notice_at"])
     in_flight = [o for o in load.outcomes if o.at < notice_at < o.at + o.seconds]
     after = [o for o in load.outcomes if o.at > notice_at]
+    print("drill report:", json.dumps({key: value for key, value in report.items() if key != "watcher_steps"}))
     print(f"spot drill, {load.summary()}; {len(in_flight)} in flight at the notice, {len(after)} sent after it")
+    # Through the load balancer: nothing failed, before, during or after the drain.
     assert load.failed() == []
-    assert in_flight and after
+    assert after
+    # On the Spot host: every stream was in flight at the notice and finished, with one DeregisterTargets.
+    assert report["requests"] == CONCURRENCY and report["in_flight_at_notice"] == CONCURRENCY
+    assert float(report["last_request_ended_at"]) > notice_at
+    assert report["requests_completed"] == CONCURRENCY and report["requests_failed"] == 0
+    assert report["error_chunks"] == 0
+    assert report["notice_to_deregistered_s"] is not None and report["deregister_calls"] == 1
+    assert target_states().get((spot["InstanceId"], spot_port)) in (None, "draining")
+
+    # vLLM stopped through systemd (the path unit), after the last request ended and not a fixed time later.
+    shown = docker_exec(container, "systemctl show vllm.service -p ActiveState,InactiveEnterTimestamp --timestamp=unix")
+    assert "ActiveState=inactive" in shown
+    stopped_at = float(re.search(r"InactiveEnterTimestamp=@(\d+)", shown).group(1))
+    assert stopped_at >= int(float(report["last_request_ended_at"]))
+    watcher_log = docker_exec(container, "journalctl --unit llmserve-spot-watcher.service --output cat --no-pager "
+                                         f"--since @{int(notice_at) - 1}")  # fmt: skip
+    steps = re.findall(r" event=(\S+)", watcher_log)
+    expected = ["notice", "deregistered", "alb_out_of_service", "requests_drained", "vllm_stop_requested",
+                "vllm_stopped", "drain_finished"]
+    assert [step for step in steps if step in expected] == expected
+    # Stopped because vLLM reported nothing in flight, with no timer in between.
+    assert steps[steps.index("requests_drained") + 1] == "vllm_stop_requested"
+    assert re.search(r"event=requests_drained running=0 waiting=0", watcher_log)
+    # DeregisterTargets went out in the poll cycle that saw the notice (the seconds: `make benchmark-spot-drill`).
+    between = [
+        spot_bench.event_epoch({"time": re.search(rf"^(\S+) event={name}", watcher_log, re.MULTILINE).group(1)})
+        for name in ("notice", "deregister_sent")
+    ]
+    with urllib.request.urlopen(imds_url(spot) + "/_emulator/requests", timeout=10) as answer:
+        assert spot_bench.notice_reads_between(json.load(answer), *between) == 0
+    stop_service = docker_exec(container, "systemctl show llmserve-vllm-stop.service -p Result,ExecMainStartTimestamp "
+                                          "--timestamp=unix")  # fmt: skip
+    assert "Result=success" in stop_service
+    assert float(re.search(r"ExecMainStartTimestamp=@(\d+)", stop_service).group(1)) >= int(notice_at)
+    # The registration unit, stopped with vLLM, saw the watcher's drain and did not deregister again.
+    assert "planned_stop_skipped" in journal_events(container, "llmserve-alb-registration.service", notice_at - 1)
+    assert docker_exec(container, "ls /var/lib/llmserve-spot-watcher").split().count("stop-vllm.request") == 0
+
+
+def test_a_start_request_from_the_watcher_starts_vllm_again():
+    """What the watcher writes when a Spot stop or hibernate resumed on this boot (as its own unprivileged user, in
+    its own folder) has systemd start vLLM; the request is then removed. (When the watcher writes it: tests/unit
+    and tests/integration.)"""
+    (spot,) = [i for i in fleet_instances().values() if i.get("InstanceLifecycle") == "spot"]
+    container = container_name(spot["InstanceId"])
+    request = "/var/lib/llmserve-spot-watcher/start-vllm.request"
+    assert docker_exec(container, "systemctl show vllm.service -p ActiveState --value").strip() == "inactive"
+    write_request = f"import json; json.dump({{'unit': 'vllm.service', 'reason': 'test'}}, open('{request}', 'w'))"
+    docker_exec(container, f"runuser -u llmserve-spot -- {WATCHER_PYTHON} -c {shlex.quote(write_request)}")
+    wait_until(lambda: docker_exec(container, f"test -e {request} && echo waiting || true").strip() == "", 30,
+               "the start service to remove the request", POLL_S)
+    state = docker_exec(container, "systemctl show vllm.service -p ActiveState --value").strip()
+    assert state in ("activating", "active"), state
+    assert docker_exec(container, "systemctl show llmserve-vllm-start.service -p Result --value").strip() == "success"
+    # Stopped again before it serves: the resize that follows takes this host away, and its cores are shared.
+    docker_exec(container, "systemctl stop vllm.service")
 
 
 def test_resize_to_one_takes_one_host_away_cleanly():
