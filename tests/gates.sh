@@ -67,38 +67,55 @@ gate() {  # gate NAME make-target [make args...]; LLMSERVE_GATE_QUIET=1: into it
 # failure here shows again in the first gate that needs the part).
 make --no-print-directory venv host-packages bench || echo "==== set-up failed; the gates below show where"
 
-# Two lanes at first: the static gates and the AWS integration tests (no host container, no vLLM, no fixed port)
-# beside the first molecule scenarios and the vLLM integration tests (one vLLM each, waits bounded in minutes);
-# then the scenarios whose hosts run several vLLMs or time their restarts, one at a time.
-# The static gates are split between the lanes so that both end at about the same time.
-first_lane=(sanity unit watcher-pythons integration-aws)
-(
-  export LLMSERVE_GATE_QUIET=1
-  gate sanity sanity
-  gate unit unit
-  gate watcher-pythons test-watcher-pythons
-  gate integration-aws integration-aws
-) &
-first_lane_pid=$!
+# Two phases of two lanes each, since no gate keeps both cores busy for long on its own (pytest's and molecule's
+# waits, single-threaded pip and Ansible); every wait in the gates is bounded in minutes, not tuned to an idle
+# machine. First: the static gates and the AWS integration tests (no host container, no vLLM, no fixed port)
+# beside the scenarios without a drill. Then the fleet scenario (its hosts serve, roll and drill through the
+# ALB) beside the vllm_service scenario and the vLLM integration tests. Each background lane's log is shown
+# when it ends; the gates in each phase are split so that both lanes end at about the same time.
+lane() {  # lane NAME "GATE TARGET [ARGS]"...: those gates in the background, one at a time, each into its log
+  local name="$1" spec
+  shift
+  (
+    export LLMSERVE_GATE_QUIET=1
+    for spec in "$@"; do
+      # shellcheck disable=SC2086  # the spec's words: the gate's name, its make target and arguments
+      gate $spec
+    done
+  ) &
+  lane_pids[$name]=$!
+  lane_gates[$name]="$(printf '%s\n' "$@" | cut -d' ' -f1 | tr '\n' ' ')"
+}
+
+show_lane() {  # show_lane NAME: wait for the lane, then show each of its gates' log and outcome
+  local name="$1" gate_name rc seconds
+  wait "${lane_pids[$name]}"
+  for gate_name in ${lane_gates[$name]}; do
+    echo "==== log of the $name lane's gate $gate_name"
+    cat "$reports/$gate_name.log"
+    read -r rc _ _ seconds <"$reports/$gate_name.result"
+    echo "==== gate: $gate_name: $([ "$rc" -eq 0 ] && echo ok || echo FAILED) in $seconds s ($name lane)"
+  done
+}
+
+declare -A lane_pids lane_gates
 read -r -a scenarios < <(make --no-print-directory -s print-molecule-scenarios)
-beside_first_lane=(gpu_check model_sync)
-for scenario in "${beside_first_lane[@]}"; do
+# First phase.
+lane static "sanity sanity" "unit unit" "watcher-pythons test-watcher-pythons" "integration-aws integration-aws"
+first_phase_scenarios=(gpu_check model_sync)
+for scenario in "${first_phase_scenarios[@]}"; do
   gate "molecule-$scenario" molecule ROLE="$scenario"
 done
-gate integration-vllm integration-vllm
 gate lint lint
 gate galaxy-import galaxy-import
-wait "$first_lane_pid"
-for name in "${first_lane[@]}"; do
-  echo "==== log of the first lane's gate $name"
-  cat "$reports/$name.log"
-  read -r rc _ _ seconds <"$reports/$name.result"
-  echo "==== gate: $name: $([ "$rc" -eq 0 ] && echo ok || echo FAILED) in $seconds s (first lane)"
-done
+show_lane static
+# Second phase: the fleet in the foreground (the longest), the rest beside it.
+lane vllm "molecule-vllm_service molecule ROLE=vllm_service" "integration-vllm integration-vllm"
 for scenario in "${scenarios[@]}"; do
-  [[ " ${beside_first_lane[*]} " == *" $scenario "* ]] && continue
+  [[ " ${first_phase_scenarios[*]} vllm_service " == *" $scenario "* ]] && continue
   gate "molecule-$scenario" molecule ROLE="$scenario"
 done
+show_lane vllm
 
 failed_gates=()
 passed=0

@@ -15,8 +15,8 @@ bookworm; nginx's open-source build has no active health checks.
 Run (foreground, or --daemon/--stop as tests/bench/moto_server.py, same pid/port-file conventions):
     python tests/bench/alb_standin.py --aws-endpoint-url http://127.0.0.1:PORT --state-dir DIR \\
         [--port-file F] [--pid-file P] [--poll-interval 0.5] [--target-address 127.0.0.1] [--check-interval-cap S]
---check-interval-cap compresses AWS's health-check timing (its minimum interval is 5 s) for tests and the demo,
-as the local AWS compresses its other delays; paths, matchers and thresholds stay the target group's own.
+--check-interval-cap compresses AWS's health-check interval (its minimum is 5 s) for tests and the demo, as the
+local AWS compresses its other delays; timeouts, paths, matchers and thresholds stay the target group's own.
 Clients: tests/bench/alb_client.py (AlbClient) talks to a listener as a client of the real ALB would.
 
 Files in DIR:
@@ -501,8 +501,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--target-address", default="127.0.0.1",
                         help="address every target is reached at (the bench's hosts share the loopback)")
     parser.add_argument("--check-interval-cap", type=float,
-                        help="seconds: run health checks at most this far apart (and time them out at most this "
-                             "late), compressing AWS's 5 s minimum for tests; default: the groups' own timing")
+                        help="seconds: run health checks at most this far apart, compressing AWS's 5 s minimum "
+                             "interval for tests; default: the groups' own interval")
     parser.add_argument("--port-file", type=Path, help="once serving, write the path of listeners.json here")
     daemon.add_arguments(parser, "stand-in", START_TIMEOUT_S)
     return parser.parse_args(argv)

@@ -82,7 +82,9 @@ def test_matcher_codes_and_ranges(matcher, expected):
 def test_check_timing_is_the_groups_own_unless_capped():
     assert "inter 10000ms rise 3 fall 2" in alb_haproxy.server_arguments(GROUP, "127.0.0.1", 8000, None)
     assert alb_haproxy.server_arguments(GROUP, "127.0.0.1", 8000, 0.5).startswith("127.0.0.1:8000 check inter 500ms")
-    assert "    timeout check 500ms" in alb_haproxy.render_backend(GROUP, [], 0.5)
+    # Only the interval is compressed: the group's timeout stands.
+    timeout_ms = GROUP["HealthCheckTimeoutSeconds"] * 1000
+    assert f"    timeout check {timeout_ms}ms" in alb_haproxy.render_backend(GROUP, [], 0.5)
 
 
 @pytest.mark.parametrize("rules, options, message", [
