@@ -1,5 +1,6 @@
 """The serve playbooks parse, and a profile that does not fit fails in the plan step, before any role runs; the
-API key and the Hugging Face token come from Secrets Manager or SSM, and a bad or missing one fails before any change."""
+API key and the Hugging Face token come from Secrets Manager or SSM, and a bad or missing one fails before any change.
+The Spot drill takes vLLM's key the same way, and fails before it touches the host on a literal or a bad source."""
 
 import hashlib
 import json
@@ -163,3 +164,34 @@ def test_secrets_are_read_from_aws_and_never_printed_at_vvv(aws_clean, tmp_path,
     assert "censored" in output  # the set_fact that holds them ran, and said nothing
     found = leaks.find_leaks({"API key": api_key, "HF token": hf_token}, {"ansible-playbook -vvv": output})
     assert not found, leaks.describe(found)
+
+
+def run_drill_on_localhost(*extra, env=None):
+    return run_playbook(
+        "-i", "localhost,", "-c", "local", "playbooks/drill_spot_interruption.yml", "-e", "ansible_become=false",
+        "-e", "spot_drill_mode=bench", "-e", "spot_drill_model=tiny", "-e", "spot_drill_imds_control_url=http://127.0.0.1:9",
+        *extra, env=env or ansible_env(ANSIBLE_DEPRECATION_WARNINGS="0"))  # fmt: skip
+
+
+def drill_fails_before_touching_the_host(result, message):
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out
+    assert message in out, out
+    assert "TASK [Read the watcher's configuration]" not in out, out
+
+
+@pytest.mark.parametrize("answers, message", [
+    ({"spot_drill_api_key": "sk-literal"}, "spot_drill_api_key (a literal value) is not read: pass the Secrets Manager "
+     "secret that holds vLLM's API key as llmserve_api_key_secret"),
+    ({"llmserve_api_key": "sk-literal"}, "llmserve_api_key (a literal value) is not read: store it in Secrets Manager"),
+    ({"llmserve_api_key_secret": "llmserve/api key\nx"}, "llmserve_api_key_secret \"llmserve/api key\\nx\" is not a secret name"),
+])
+def test_the_drill_takes_the_api_key_from_aws_only(answers, message):
+    drill_fails_before_touching_the_host(run_drill_on_localhost("-e", json.dumps(answers)), message)
+
+
+def test_the_drill_with_a_missing_secret_fails_before_touching_the_host(aws_clean):
+    result = run_drill_on_localhost("-e", "llmserve_api_key_secret=llmserve/missing",
+                                    env=ansible_env(ANSIBLE_DEPRECATION_WARNINGS="0", **aws_clean.env))
+    drill_fails_before_touching_the_host(
+        result, "llmserve_api_key_secret=llmserve/missing: Secrets Manager has no such secret in this account and region")
