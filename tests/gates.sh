@@ -112,12 +112,13 @@ gate integration-vllm integration-vllm
 gate galaxy-import galaxy-import
 show_lane static
 # Second phase: the fleet in the foreground (the longest), the vllm_service scenario beside it.
-lane vllm "molecule-vllm_service molecule ROLE=vllm_service"
+beside_fleet=vllm_service
+lane beside-fleet "molecule-$beside_fleet molecule ROLE=$beside_fleet"
 for scenario in "${scenarios[@]}"; do
-  [[ " ${first_phase_scenarios[*]} vllm_service " == *" $scenario "* ]] && continue
+  [[ " ${first_phase_scenarios[*]} $beside_fleet " == *" $scenario "* ]] && continue
   gate "molecule-$scenario" molecule ROLE="$scenario"
 done
-show_lane vllm
+show_lane beside-fleet
 
 failed_gates=()
 passed=0

@@ -244,10 +244,19 @@ def imds_url(instance: dict) -> str:
     return f"http://127.0.0.1:{IMDS_PORT_BASE + port_offset(instance['PrivateIpAddress'])}"
 
 
+def journal(container: str, unit: str, since: float) -> str:
+    """What a unit logged since an epoch second, message only."""
+    return docker_exec(container, f"journalctl --unit {unit} --output cat --no-pager --since @{int(since)}")
+
+
 def journal_events(container: str, unit: str, since: float) -> list[str]:
     """The `event=NAME` steps a unit logged since an epoch second."""
-    text = docker_exec(container, f"journalctl --unit {unit} --output cat --no-pager --since @{int(since)}")
-    return re.findall(r" event=(\S+)", text)
+    return re.findall(r" event=(\S+)", journal(container, unit, since))
+
+
+def spot_instance() -> dict:
+    (spot,) = [i for i in fleet_instances().values() if i.get("InstanceLifecycle") == "spot"]
+    return spot
 
 
 def test_watcher_and_registration_units_run_unprivileged_hardened_and_imdsv2_only():
@@ -359,8 +368,7 @@ def test_spot_drill_through_the_alb_fails_no_request(tmp_path):
     """playbooks/drill_spot_interruption.yml (bench mode) on the Spot host, with vLLM's key from the local Secrets
     Manager as on AWS, while other clients send through the ALB: the watcher deregisters it (the stand-in drains
     it: in-flight requests finish, new ones go to the other host) and stops vLLM once idle."""
-    instances = fleet_instances()
-    (spot,) = [i for i in instances.values() if i.get("InstanceLifecycle") == "spot"]
+    spot = spot_instance()
     spot_port, container = vllm_port(spot), container_name(spot["InstanceId"])
     report_file = tmp_path / "drill.json"
     drill = {
@@ -397,8 +405,7 @@ def test_spot_drill_through_the_alb_fails_no_request(tmp_path):
     assert "ActiveState=inactive" in shown
     stopped_at = float(re.search(r"InactiveEnterTimestamp=@(\d+)", shown).group(1))
     assert stopped_at >= int(float(report["last_request_ended_at"]))
-    watcher_log = docker_exec(container, "journalctl --unit llmserve-spot-watcher.service --output cat --no-pager "
-                                         f"--since @{int(notice_at) - 1}")  # fmt: skip
+    watcher_log = journal(container, "llmserve-spot-watcher.service", notice_at - 1)
     steps = re.findall(r" event=(\S+)", watcher_log)
     expected = ["notice", "deregistered", "alb_out_of_service", "requests_drained", "vllm_stop_requested",
                 "vllm_stopped", "drain_finished"]
@@ -426,8 +433,7 @@ def test_a_start_request_from_the_watcher_starts_vllm_again():
     """What the watcher writes when a Spot stop or hibernate resumed on this boot (as its own unprivileged user, in
     its own folder) has systemd start vLLM; the request is then removed. (When the watcher writes it: tests/unit
     and tests/integration.)"""
-    (spot,) = [i for i in fleet_instances().values() if i.get("InstanceLifecycle") == "spot"]
-    container = container_name(spot["InstanceId"])
+    container = container_name(spot_instance()["InstanceId"])
     request = "/var/lib/llmserve-spot-watcher/start-vllm.request"
     assert docker_exec(container, "systemctl show vllm.service -p ActiveState --value").strip() == "inactive"
     write_request = f"import json; json.dump({{'unit': 'vllm.service', 'reason': 'test'}}, open('{request}', 'w'))"
