@@ -110,6 +110,14 @@ moto-up: venv ## local AWS (moto + AWS-behaviour extensions) in the background; 
 moto-down: ## stop the local AWS started by moto-up
 	python tests/bench/moto_server.py --stop --pid-file .build/moto.pid
 
+.PHONY: bench-model-sync
+bench-model-sync: venv bench ## benchmark: model sync vs s5cmd and aws s3 sync, CPU- and network-bound (BENCH_ARGS=...)
+	python benchmarks/model_sync/benchmark.py $(BENCH_ARGS)
+
+.PHONY: bench-cold-start
+bench-cold-start: venv bench ## benchmark: host start to first token, manual vs boot path vs baked image (BENCH_ARGS=...)
+	$(BENCH_ENV) python benchmarks/cold_start/benchmark.py $(BENCH_ARGS)
+
 .PHONY: demo
 demo: venv host-packages ## the main job on the embedded default: local AWS + systemd host + vLLM on CPU -> an answer
 	tests/bench/demo/demo.sh

@@ -2,7 +2,13 @@
 
 4 x 512 MiB random shards served by `rclone serve s3` on 127.0.0.1 (FIELD-NOTES: the fastest local S3 here).
 Each round downloads the prefix into an empty folder with each tool, in turn (rounds interleave the tools, so
-drift from other load hits them alike); the table shows medians of the rounds in MB/s (10^6 bytes/s) and ratios.
+drift from other load hits them alike); the table shows medians of the rounds in MB/s (10^6 bytes/s), ratios, and
+the CPU seconds each contender's processes used per GiB (user + system of the tool and every process it waited
+for; the S3 server's own CPU is not counted).
+
+Two rounds of that: CPU-bound (the server unthrottled, so the 2 cores shared by server and client set the pace)
+and network-bound (rclone's --bwlimit at --link-rate-gbit, 2.5 Gbit/s by default: an instance's link to S3, with
+cores to spare).
 
 - "model_sync": the llmserve.aws.s3_model_sync module as the role runs it (its venv's Python, role defaults):
   list, HeadObject, s5cmd transfer, verification of every file, manifest, atomic switch. Two object sets:
@@ -20,6 +26,7 @@ shards and the downloads when it ends.
 import argparse
 import json
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -88,14 +95,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_rclone(tools: Path, data: Path, log_file: Path):
+def start_rclone(tools: Path, data: Path, log_file: Path, link_rate_gbit: float | None = None):
+    """rclone serve s3 on DATA; with link_rate_gbit, capped at that rate (--bwlimit, in MiB/s), the stand-in for
+    an instance's network link to S3."""
     port = free_port()
+    limit = ["--bwlimit", f"{link_rate_gbit * 1e9 / 8 / MIB:.0f}M"] if link_rate_gbit else []
     proc = subprocess.Popen(
         [str(tools / "bin" / "rclone"), "serve", "s3", "--addr", f"127.0.0.1:{port}", "--auth-key",
          f"{ACCESS_KEY},{SECRET_KEY}", "--config", "/dev/null",
          # rclone computes each file's MD5 (its ETag) on first LIST/HEAD and keeps it with the directory cache
          # (5 min by default): keep it for the whole run, so no contender pays for hashing on the server side.
-         "--dir-cache-time", "2h", str(data)],
+         "--dir-cache-time", "2h", *limit, str(data)],
         stdout=open(log_file, "wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 20
@@ -148,18 +158,40 @@ def warm_etags(tools: Path, endpoint: str, workdir: Path) -> None:
     subprocess.run([str(tools / "bin" / "python"), str(script)], check=True)
 
 
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def timed(command, env, expect_files=None, dest=None):
+    """(wall seconds, stdout, CPU seconds of the command and every process it waited for)."""
     subprocess.run(["sync"], check=True)
+    cpu_before = children_cpu_s()
     started = time.monotonic()
     proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False)
     elapsed = time.monotonic() - started
+    cpu = children_cpu_s() - cpu_before
     if proc.returncode != 0:
         raise RuntimeError(f"{command[0]} failed ({proc.returncode}): {proc.stdout[-2000:]} {proc.stderr[-2000:]}")
     if dest is not None and expect_files is not None:
         got = sorted(p.name for p in Path(dest).rglob("*.safetensors"))
         if len(got) != expect_files:
             raise RuntimeError(f"{command[0]} delivered {got}")
-    return elapsed, proc.stdout
+    return elapsed, proc.stdout, cpu
+
+
+def print_table(title, total_bytes, times, cpus, rounds):
+    """Median MB/s, ratios to s5cmd and aws, CPU-s per GiB; returns {name: (MB/s, CPU-s per GiB)}."""
+    gib = total_bytes / (1024 ** 3)
+    figures = {name: (total_bytes / 1e6 / statistics.median(t), statistics.median(cpus[name]) / gib)
+               for name, t in times.items()}
+    s5, awsv = figures["s5cmd defaults"][0], figures["aws s3 sync defaults"][0]
+    print(f"\n{title}, median of {rounds}")
+    print(f"{'contender':34} {'MB/s':>7} {'vs s5cmd':>9} {'vs aws':>7} {'CPU-s/GiB':>10}   runs (s)")
+    for name, (speed, cpu_per_gib) in figures.items():
+        runs = " ".join(f"{t:.2f}" for t in times[name])
+        print(f"{name:34} {speed:7.0f} {speed / s5:8.2f}x {speed / awsv:6.2f}x {cpu_per_gib:10.2f}   {runs}")
+    return figures
 
 
 def main() -> int:
@@ -169,19 +201,30 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--baseline", metavar="GIT_REF", default=None,
                         help="also run the module as of this commit (e.g. HEAD), interleaved with the others")
+    parser.add_argument("--link-rate-gbit", type=float, default=2.5,
+                        help="the network-bound round's link rate (rclone --bwlimit); 0 skips that round")
     args = parser.parse_args()
 
     tools, aws = s3_tools(), awscli_venv()
     workdir = Path(tempfile.mkdtemp(prefix="benchmark-model-sync-", dir=args.workdir))
     data, downloads = workdir / "s3", workdir / "dest"
     data.mkdir()
+    servers = []
     rclone, endpoint = start_rclone(tools, data, workdir / "rclone.log")
+    servers.append(rclone)
     total_bytes = SHARDS * SHARD_MIB * MIB
     results = {}
     load_at_start = os.getloadavg()
     try:
         log(f"writing {SHARDS} x {SHARD_MIB} MiB shards and uploading a CRC64NVME copy")
         prepare_objects(tools, endpoint, data, workdir)
+        conditions = {f"CPU-bound: {SHARDS} x {SHARD_MIB} MiB on rclone serve s3 (127.0.0.1), "
+                      f"{os.cpu_count()} CPU cores shared by server and client": endpoint}
+        if args.link_rate_gbit:
+            limited, limited_endpoint = start_rclone(tools, data, workdir / "rclone-limited.log", args.link_rate_gbit)
+            servers.append(limited)
+            conditions[f"network-bound: the same, the server capped at {args.link_rate_gbit:g} Gbit/s "
+                       f"(rclone --bwlimit)"] = limited_endpoint
         pythonpath = module_path(workdir / "pythonpath")
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         cli_env = dict(base_env, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY, AWS_REGION=REGION,
@@ -191,7 +234,7 @@ def main() -> int:
         if args.baseline:
             baseline_env = dict(base_env, PYTHONPATH=str(module_path(workdir / "baseline-path", args.baseline)))
 
-        def module_command(prefix, dest):
+        def module_command(prefix, dest, endpoint):
             module_args = {"source": f"s3://{BUCKET}/{prefix}/", "dest": str(dest), "endpoint_url": endpoint,
                            "region": REGION, "access_key": ACCESS_KEY, "secret_key": SECRET_KEY,
                            "progress_interval": 0, "min_free_mib": 0}
@@ -199,76 +242,80 @@ def main() -> int:
             return [str(tools / "bin" / "python"), "-m", module, json.dumps({"ANSIBLE_MODULE_ARGS": module_args})]
 
         contenders = {
-            "model_sync (CRC64NVME objects)": lambda dest: module_command("model-crc64", dest),
-            "model_sync (MD5-ETag objects)": lambda dest: module_command("model-md5", dest),
+            "model_sync (CRC64NVME objects)": lambda dest, url: module_command("model-crc64", dest, url),
+            "model_sync (MD5-ETag objects)": lambda dest, url: module_command("model-md5", dest, url),
         }
         envs = dict.fromkeys(contenders, module_env)
         if baseline_env:
             for name, prefix in (("CRC64NVME", "model-crc64"), ("MD5-ETag", "model-md5")):
                 label = f"{args.baseline[:12]} ({name} objects)"
-                contenders[label] = lambda dest, prefix=prefix: module_command(prefix, dest)
+                contenders[label] = lambda dest, url, prefix=prefix: module_command(prefix, dest, url)
                 envs[label] = baseline_env
         contenders.update({
-            "s5cmd defaults": lambda dest: [str(tools / "bin" / "s5cmd"), "--endpoint-url", endpoint, "cp",
-                                            f"s3://{BUCKET}/model-md5/*", f"{dest}/"],
-            "aws s3 sync defaults": lambda dest: [str(aws / "bin" / "aws"), "--endpoint-url", endpoint, "s3", "sync",
-                                                  f"s3://{BUCKET}/model-md5/", f"{dest}/", "--only-show-errors"],
+            "s5cmd defaults": lambda dest, url: [str(tools / "bin" / "s5cmd"), "--endpoint-url", url, "cp",
+                                                 f"s3://{BUCKET}/model-md5/*", f"{dest}/"],
+            "aws s3 sync defaults": lambda dest, url: [str(aws / "bin" / "aws"), "--endpoint-url", url, "s3", "sync",
+                                                       f"s3://{BUCKET}/model-md5/", f"{dest}/", "--only-show-errors"],
         })
         warm_etags(tools, endpoint, workdir)
-        times = {name: [] for name in contenders}
-        for round_index in range(1, args.rounds + 1):
-            for name, command in contenders.items():
-                dest = downloads / name.split()[0]
-                shutil.rmtree(dest, ignore_errors=True)
-                dest.mkdir(parents=True)
-                env = envs.get(name, cli_env)
-                elapsed, out = timed(command(dest), env, SHARDS, dest)
-                if name in envs:
-                    result = json.loads(out)
-                    assert result["changed"] and len(result["downloaded"]) == SHARDS, result
-                    log(f"round {round_index} {name}: {elapsed:.2f} s (verified by {result['verification']}, "
-                        f"module {result['elapsed_s']:.2f} s: {result['timings']})")
-                else:
-                    log(f"round {round_index} {name}: {elapsed:.2f} s")
-                times[name].append(elapsed)
-                shutil.rmtree(dest, ignore_errors=True)
+        measured = {}
+        for condition, url in conditions.items():
+            times = {name: [] for name in contenders}
+            cpus = {name: [] for name in contenders}
+            for round_index in range(1, args.rounds + 1):
+                for name, command in contenders.items():
+                    dest = downloads / name.split()[0]
+                    shutil.rmtree(dest, ignore_errors=True)
+                    dest.mkdir(parents=True)
+                    env = envs.get(name, cli_env)
+                    elapsed, out, cpu = timed(command(dest, url), env, SHARDS, dest)
+                    if name in envs:
+                        result = json.loads(out)
+                        assert result["changed"] and len(result["downloaded"]) == SHARDS, result
+                        log(f"{condition.split(':')[0]} round {round_index} {name}: {elapsed:.2f} s, {cpu:.2f} CPU-s "
+                            f"(verified by {result['verification']}, module {result['elapsed_s']:.2f} s)")
+                    else:
+                        log(f"{condition.split(':')[0]} round {round_index} {name}: {elapsed:.2f} s, {cpu:.2f} CPU-s")
+                    times[name].append(elapsed)
+                    cpus[name].append(cpu)
+                    shutil.rmtree(dest, ignore_errors=True)
+            measured[condition] = (times, cpus)
 
         # Unchanged re-sync: sync once, then again with nothing to do.
+        crc = contenders["model_sync (CRC64NVME objects)"]
         dest = downloads / "resync"
-        timed(contenders["model_sync (CRC64NVME objects)"](dest), module_env)
+        timed(crc(dest, endpoint), module_env)
         resync = []
         for _round in range(args.rounds):
-            elapsed, out = timed(contenders["model_sync (CRC64NVME objects)"](dest), module_env)
+            elapsed, out, _cpu = timed(crc(dest, endpoint), module_env)
             result = json.loads(out)
             assert result["changed"] is False and result["downloaded"] == [], result
             resync.append((elapsed, result["elapsed_s"]))
         aws_resync = []
-        timed(contenders["aws s3 sync defaults"](downloads / "aws-resync"), cli_env)
+        timed(contenders["aws s3 sync defaults"](downloads / "aws-resync", endpoint), cli_env)
         for _round in range(args.rounds):
-            aws_resync.append(timed(contenders["aws s3 sync defaults"](downloads / "aws-resync"), cli_env)[0])
+            aws_resync.append(timed(contenders["aws s3 sync defaults"](downloads / "aws-resync", endpoint), cli_env)[0])
 
-        speeds = {name: total_bytes / 1e6 / statistics.median(t) for name, t in times.items()}
-        s5, awsv = speeds["s5cmd defaults"], speeds["aws s3 sync defaults"]
-        print(f"\n{SHARDS} x {SHARD_MIB} MiB on rclone serve s3 (127.0.0.1), median of {args.rounds}, "
-              f"{os.cpu_count()} CPU cores shared by server and client")
-        print(f"{'contender':34} {'MB/s':>7} {'vs s5cmd':>9} {'vs aws':>7}   runs (s)")
-        for name, speed in speeds.items():
-            runs = " ".join(f"{t:.2f}" for t in times[name])
-            print(f"{name:34} {speed:7.0f} {speed / s5:8.2f}x {speed / awsv:6.2f}x   {runs}")
+        for condition, (times, cpus) in measured.items():
+            figures = print_table(condition, total_bytes, times, cpus, args.rounds)
+            results[condition] = {"mb_s": {n: f[0] for n, f in figures.items()},
+                                  "cpu_s_per_gib": {n: f[1] for n, f in figures.items()}, "times_s": times,
+                                  "cpu_s": cpus}
         wall = statistics.median(r[0] for r in resync)
         inner = statistics.median(r[1] for r in resync)
-        print(f"unchanged re-sync, model_sync: {wall:.2f} s wall (Python start included), module {inner:.3f} s; "
+        print(f"\nunchanged re-sync, model_sync: {wall:.2f} s wall (Python start included), module {inner:.3f} s; "
               f"aws s3 sync: {statistics.median(aws_resync):.2f} s")
         print("load average (1, 5, 15 min): %.2f %.2f %.2f at the start, %.2f %.2f %.2f at the end"
               % (load_at_start + os.getloadavg()))
-        results = {"speeds_mb_s": speeds, "times_s": times, "resync_wall_s": wall, "resync_module_s": inner,
-                   "aws_resync_s": statistics.median(aws_resync), "rounds": args.rounds, "cpus": os.cpu_count(),
-                   "load_average": {"start": load_at_start, "end": os.getloadavg()}}
+        results.update({"resync_wall_s": wall, "resync_module_s": inner, "aws_resync_s": statistics.median(aws_resync),
+                        "rounds": args.rounds, "cpus": os.cpu_count(),
+                        "load_average": {"start": load_at_start, "end": os.getloadavg()}})
         if args.json:
             args.json.write_text(json.dumps(results, indent=1))
     finally:
-        rclone.terminate()
-        rclone.wait(10)
+        for server in servers:
+            server.terminate()
+            server.wait(10)
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
 

@@ -211,6 +211,20 @@ class SystemdRunner:
     def disable(self, unit):
         self.systemctl_run("disable", "--", unit)
 
+    def failed_requirements(self, unit):
+        """The units this one requires (Requires=) that are in the failed state, e.g. a boot-time model sync."""
+        output = self.systemctl_run("show", "-p", "Requires", "--value", "--", unit)
+        required = [name for name in output.split() if name.endswith(".service")]
+        if not required:
+            return []
+        states = self.systemctl_run("show", "-p", "Id,ActiveState", "--", *required)
+        failed = []
+        for block in states.strip().split("\n\n"):
+            props = parse_show(block)
+            if props.get("ActiveState") == "failed" and props.get("Id"):
+                failed.append(props["Id"])
+        return failed
+
     def journal_tail(self, unit, lines=50):
         """The unit's last journal lines; an unreadable journal gives its error text as the one line."""
         command = [self.journalctl, "--no-pager", "--quiet", "-o", "short-iso", "-n", str(lines), "-u", unit]

@@ -203,8 +203,6 @@ timings:
   sample: {"list_s": 0.012, "describe_s": 0.02, "transfer_and_verify_s": 2.41, "publish_s": 0.004}
 """
 
-import os
-
 try:
     import botocore
 except ImportError:
@@ -215,50 +213,10 @@ from ansible_collections.llmserve.aws.plugins.module_utils._model_sync import ma
 from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.module import require_at_least_one
 from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.module import run_sync_module
 from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.module import sync_argument_spec
-from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.transfer import Boto3Engine
-from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.transfer import S5cmdEngine
-from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.transfer import find_s5cmd
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.s3_engine import choose_s3_engine
+from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.transfer import TransferError
 from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.source_s3 import S3Source
 from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.source_s3 import S3SyncError
-
-
-def s5cmd_environment(params):
-    """The process environment for s5cmd: the module's credentials and region, never on the command line."""
-    env = dict(os.environ)
-    mapping = (
-        ("access_key", "AWS_ACCESS_KEY_ID"),
-        ("secret_key", "AWS_SECRET_ACCESS_KEY"),
-        ("session_token", "AWS_SESSION_TOKEN"),
-        ("profile", "AWS_PROFILE"),
-        ("region", "AWS_REGION"),
-        ("aws_ca_bundle", "AWS_CA_BUNDLE"),
-    )
-    for option, variable in mapping:
-        if params.get(option):
-            env[variable] = params[option]
-    return env
-
-
-def choose_engine(module, make_client):
-    params = module.params
-    if params["engine"] in ("auto", "s5cmd"):
-        binary = find_s5cmd(params["s5cmd_path"])
-        if binary:
-            return S5cmdEngine(
-                binary,
-                s5cmd_environment(params),
-                endpoint_url=params["endpoint_url"],
-                validate_certs=params["validate_certs"],
-                workers=params["workers"],
-                concurrency=params["concurrency"],
-                part_size_mib=params["part_size_mib"],
-            )
-        if params["engine"] == "s5cmd":
-            module.fail_json(msg="engine=s5cmd but no s5cmd binary was found (s5cmd_path=%s, PATH, next to %s)"
-                             % (params["s5cmd_path"], "the module's Python"))
-        module.warn("s5cmd not found; falling back to boto3's transfer manager (about a third of s5cmd's speed)")
-    return Boto3Engine(make_client(), workers=params["workers"], concurrency=params["concurrency"],
-                       part_size_mib=params["part_size_mib"])
 
 
 def main():
@@ -282,7 +240,10 @@ def main():
     # S3SyncError already names the IAM action to grant; any other AWS error goes through fail_json_aws, which
     # returns AWS's error code and request id (and the SDK versions) instead of a traceback.
     try:
-        engine = choose_engine(module, make_client)
+        try:
+            engine = choose_s3_engine(module.params, make_client, module.warn)
+        except TransferError as error:
+            module.fail_json(msg=str(error))
         # The client is built only when needed (HeadObject, or listing when s5cmd cannot): see S3Source.
         source = S3Source(make_client, bucket, prefix, module.params["exclude"],
                           lister=getattr(engine, "list_objects", None))

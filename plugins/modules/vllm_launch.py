@@ -841,8 +841,16 @@ def converge(module, runner, paths, systemctl_path):
 
 
 def failure_with_journal(runner, unit, result, message):
-    """The error to raise, carrying the result so far, the journal's tail and systemd's last word."""
-    result = dict(result, journal=runner.journal_tail(unit, JOURNAL_LINES))
+    """The error to raise, carrying the result so far, the journal's tail and systemd's last word. When a unit it
+    requires failed (the boot path's model sync), that unit's journal comes first: it says why vLLM did not start."""
+    journal = runner.journal_tail(unit, JOURNAL_LINES)
+    try:
+        for required in runner.failed_requirements(unit):
+            journal = ["-- %s (required by %s) failed:" % (required, unit)] + runner.journal_tail(required, 20) + [
+                "-- %s:" % unit] + journal
+    except systemd.SystemdError:
+        pass  # the journal of the unit itself is still worth returning
+    result = dict(result, journal=journal)
     try:
         status = runner.status(unit)
         result.update(status=status.as_dict(), pid=status.main_pid)

@@ -20,6 +20,12 @@ so per-host services take ports from the host's private address (see port_offset
     python tests/bench/fleet_launcher.py once  --endpoint-url URL --launcher-id ID
     python tests/bench/fleet_launcher.py clean --launcher-id ID
 
+As on EC2, an instance's container follows its state: a stopped instance keeps its container, stopped (its root
+volume), and a start boots that same container again; the instance store, a tmpfs at INSTANCE_STORE_MOUNT, is empty
+after every stop, and is left out of images. CreateImage from an instance (amazon.aws.ec2_ami, playbooks/bake_image.yml)
+becomes `docker commit` of its container, tagged with the AMI id (the local AWS reports the image's SourceInstanceId
+as AWS does), and an instance launched from that AMI boots from that image.
+
 `watch` reconciles every --interval seconds until SIGTERM/SIGINT and writes --ready-file after its first pass.
 Instances are polled, not streamed (EC2 has no change feed): a container follows its instance within one interval
 plus the container's start or stop.
@@ -54,6 +60,11 @@ HOST_IMAGE_SCRIPT = REPO_ROOT / "tests" / "bench" / "host_image.sh"
 DEFAULT_CACHE = Path.home() / ".cache" / "llmserve-aws"
 
 CONTAINER_PREFIX = "llmserve-ec2-"  # inventories/bench_fleet.yml composes the same name
+IMAGE_REPOSITORY = "llmserve-bench-ami"  # an AMI made from a bench host: IMAGE_REPOSITORY:<ami id>
+# The instance store: a tmpfs, so it is blank after every stop and absent from `docker commit`, as on EC2.
+INSTANCE_STORE_MOUNT = "/mnt/nvme"
+# The instance states that have a container (stopped or stopping ones keep theirs, stopped).
+LIVE_STATES = ("pending", "running", "stopping", "stopped")
 LAUNCHER_LABEL = "llmserve.bench.launcher"
 INSTANCE_LABEL = "llmserve.bench.instance-id"
 INSTANCE_ID = re.compile(r"i-[0-9a-f]{8,17}")
@@ -135,9 +146,11 @@ def _expand(text: str, environ: dict[str, str]) -> str:
     return _VARIABLE.sub(value, text)
 
 
-def host_run_options(config_path: Path = MOLECULE_CONFIG, environ: dict[str, str] | None = None) -> list[str]:
-    """`docker run` options of the bench's systemd host, from the shared molecule platform (one source of truth
-    for cgroup, tmpfs, shm, capabilities and the cache volume). Ends with the image and its command."""
+def host_run_options(
+    config_path: Path = MOLECULE_CONFIG, environ: dict[str, str] | None = None
+) -> tuple[list[str], str, list[str]]:
+    """(`docker run` options, image, command) of the bench's systemd host, from the shared molecule platform (one
+    source of truth for cgroup, tmpfs, shm, capabilities and the cache volume)."""
     environ = dict(os.environ if environ is None else environ)
     environ.setdefault("LLMSERVE_CACHE", str(DEFAULT_CACHE))  # as the bench scripts default it
     (platform,) = yaml.safe_load(config_path.read_text())["platforms"]
@@ -150,7 +163,7 @@ def host_run_options(config_path: Path = MOLECULE_CONFIG, environ: dict[str, str
         for item in values if isinstance(values, list) else [] if values is None else [values]:
             options += [flag, _expand(str(item), environ)]
     image = _expand(str(platform["image"]), {**environ, "LLMSERVE_BENCH_IMAGE": bench_image(environ)})
-    return options + [image, *shlex.split(_expand(str(platform["command"]), environ))]
+    return options, image, shlex.split(_expand(str(platform["command"]), environ))
 
 
 def bench_image(environ: dict[str, str]) -> str:
@@ -171,8 +184,9 @@ def inventory_scope(inventory: Path = INVENTORY) -> tuple[list[str], list[dict[s
     filters = [
         {"Name": name, "Values": [str(value) for value in (values if isinstance(values, list) else [values])]}
         for name, values in config["filters"].items()
+        if name != "instance-state-name"  # the launcher follows every live state (a stopped host keeps its disk)
     ]
-    return list(config["regions"]), filters
+    return list(config["regions"]), filters + [{"Name": "instance-state-name", "Values": list(LIVE_STATES)}]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,24 +198,51 @@ class Host:
     state: str
 
 
+@dataclasses.dataclass(frozen=True)
+class Instance:
+    """What the launcher needs of an instance: its private address, AMI and whether it runs (else it is stopped)."""
+
+    private_ip: str
+    image_id: str
+    running: bool
+
+
 @dataclasses.dataclass
 class Pass:
     """What one reconcile pass did."""
 
     started: list[str] = dataclasses.field(default_factory=list)
     removed: list[str] = dataclasses.field(default_factory=list)
+    stopped: list[str] = dataclasses.field(default_factory=list)
+    committed: list[str] = dataclasses.field(default_factory=list)
 
 
-def plan(wanted: Iterable[str], hosts: Iterable[Host]) -> tuple[list[str], list[Host]]:
-    """(instance ids to start a container for, containers to remove): a container whose instance is no longer
-    wanted goes, and so does one that is not running (it is started afresh: an instance is a booted machine)."""
-    wanted = set(wanted)
+@dataclasses.dataclass
+class Plan:
+    """What a pass does: create a container for an instance, boot an existing one again, stop one, remove one."""
+
+    create: list[str] = dataclasses.field(default_factory=list)
+    boot: list[Host] = dataclasses.field(default_factory=list)
+    stop: list[Host] = dataclasses.field(default_factory=list)
+    remove: list[Host] = dataclasses.field(default_factory=list)
+
+
+def plan(instances: dict[str, Instance], hosts: Iterable[Host]) -> Plan:
+    """A container per live instance, in the instance's state: a gone instance's container goes; a running
+    instance without one gets one, and its stopped container (a start after a stop, or a host that died) boots
+    again; a stopped instance's container is stopped and kept (its root volume)."""
     by_instance = {host.instance_id: host for host in hosts}
-    remove = [
-        host for host in by_instance.values() if host.instance_id not in wanted or host.state != "running"
-    ]
-    keep = {host.instance_id for host in by_instance.values() if host not in remove}
-    return sorted(wanted - keep), sorted(remove, key=lambda host: host.name)
+    done = Plan()
+    for host in sorted(by_instance.values(), key=lambda host: host.name):
+        instance = instances.get(host.instance_id)
+        if instance is None:
+            done.remove.append(host)
+        elif instance.running and host.state != "running":
+            done.boot.append(host)
+        elif not instance.running and host.state == "running":
+            done.stop.append(host)
+    done.create = sorted(iid for iid, instance in instances.items() if instance.running and iid not in by_instance)
+    return done
 
 
 class Docker:
@@ -227,10 +268,12 @@ class Docker:
 class Containers:
     """This launcher's host containers on the Docker daemon, found by its label."""
 
-    def __init__(self, launcher_id: str, docker: Docker | None = None, run_options: list[str] | None = None) -> None:
+    def __init__(
+        self, launcher_id: str, docker: Docker | None = None, run_options: tuple[list[str], str, list[str]] | None = None
+    ) -> None:
         self.launcher_id = checked_launcher_id(launcher_id)
         self.docker = docker or Docker()
-        self.run_options = run_options  # host_run_options() on first start
+        self.run_options = run_options  # host_run_options() on first start: (options, image, command)
 
     def hosts(self) -> list[Host]:
         listed = self.docker(
@@ -239,28 +282,66 @@ class Containers:
         )  # fmt: skip
         return [Host(*line.split("\t")) for line in listed.stdout.splitlines() if line.strip()]
 
-    def start(self, instance_id: str) -> str:
+    def start(self, instance_id: str, image_id: str = "") -> str:
+        """A new container for the instance, from the image committed for its AMI when there is one."""
         name = container_name(instance_id)
         if self.run_options is None:
             self.run_options = host_run_options()
+        options, image, command = self.run_options
+        baked = self.baked_image(image_id)
         self.docker("rm", "--force", name, check=False)  # a leftover of an earlier run under the same name
         self.docker(
             "run", "--detach", "--name", name,
             "--label", f"{LAUNCHER_LABEL}={self.launcher_id}", "--label", f"{INSTANCE_LABEL}={instance_id}",
-            *self.run_options,
+            "--tmpfs", f"{INSTANCE_STORE_MOUNT}:rw,mode=0755", *options, baked or image, *command,
         )  # fmt: skip
         return name
 
+    def boot(self, host: Host) -> None:
+        """Start a stopped container again: a booted machine with the same root volume, a blank instance store."""
+        self.docker("start", host.name)
+
+    def stop(self, host: Host) -> None:
+        """systemd's shutdown in the container, as an instance's stop (ACPI), then SIGKILL after the grace."""
+        self.docker("stop", "--time", str(STOP_GRACE_S), host.name)
+
     def remove(self, host: Host) -> None:
         if host.state == "running":
-            self.docker("stop", "--time", str(STOP_GRACE_S), host.name)
+            self.stop(host)
         self.docker("rm", "--force", host.name)
 
     def remove_all(self) -> list[str]:
         hosts = self.hosts()
         for host in hosts:
             self.remove(host)
+        for image in self.images():
+            self.docker("rmi", "--force", image, check=False)
         return [host.name for host in hosts]
+
+    @staticmethod
+    def image_tag(image_id: str) -> str:
+        return f"{IMAGE_REPOSITORY}:{image_id}"
+
+    def baked_image(self, image_id: str) -> str | None:
+        """The image committed for this AMI, if any."""
+        if not image_id:
+            return None
+        tag = self.image_tag(image_id)
+        return tag if self.docker("image", "inspect", tag, check=False).returncode == 0 else None
+
+    def images(self) -> list[str]:
+        """The images this launcher committed (IMAGE_REPOSITORY:<ami id>)."""
+        listed = self.docker(
+            "image", "ls", "--filter", f"label={LAUNCHER_LABEL}={self.launcher_id}",
+            "--format", "{{.Repository}}:{{.Tag}}",
+        )  # fmt: skip
+        return [line for line in listed.stdout.split() if line.startswith(IMAGE_REPOSITORY + ":")]
+
+    def commit(self, host: Host, image_id: str) -> str:
+        """CreateImage: the container's root file system (tmpfs mounts, the instance store among them, left out)."""
+        tag = self.image_tag(image_id)
+        self.docker("commit", "--change", f"LABEL {LAUNCHER_LABEL}={self.launcher_id}", host.name, tag)
+        return tag
 
     def systemd_state(self, host: Host) -> str:
         """`systemctl is-system-running` in the container: starting, running, degraded, ... ('' if unreachable)."""
@@ -314,17 +395,29 @@ class FleetLauncher:
             aws_secret_access_key="testing",
         )
 
-    def wanted(self) -> dict[str, str]:
-        """{instance id: private address} of the instances the dynamic inventory lists, in all its regions."""
+    def instances(self) -> dict[str, Instance]:
+        """The live instances the dynamic inventory would list once running, in all its regions."""
         found = {}
         for region in self.regions:
             for page in self._ec2(region).get_paginator("describe_instances").paginate(Filters=self.filters):
                 found.update(
-                    (instance["InstanceId"], instance["PrivateIpAddress"])
+                    (instance["InstanceId"], Instance(instance["PrivateIpAddress"], instance.get("ImageId", ""),
+                                                      instance["State"]["Name"] in ("pending", "running")))
                     for reservation in page["Reservations"]
                     for instance in reservation["Instances"]
                 )
         return found
+
+    def images_to_commit(self, hosts: list[Host]) -> list[tuple[Host, str]]:
+        """(host, AMI id) for each image made from one of these hosts that has no committed image yet."""
+        by_instance = {host.instance_id: host for host in hosts}
+        due = []
+        for region in self.regions:
+            for image in self._ec2(region).describe_images(Owners=["self"])["Images"]:
+                host = by_instance.get(image.get("SourceInstanceId", ""))
+                if host is not None and not self.containers.baked_image(image["ImageId"]):
+                    due.append((host, image["ImageId"]))
+        return due
 
     def metadata_url(self, instance_id: str) -> str | None:
         emulator = self.metadata.get(instance_id)
@@ -353,21 +446,35 @@ class FleetLauncher:
 
     def reconcile(self) -> Pass:
         done = Pass()
-        wanted = self.wanted()
-        to_start, to_remove = plan(wanted, self.containers.hosts())
-        for host in to_remove:
+        instances = self.instances()
+        hosts = self.containers.hosts()
+        # Images first: an instance launched from a new AMI in this same pass boots from it.
+        for host, image_id in self.images_to_commit(hosts):
+            done.committed.append(self.containers.commit(host, image_id))
+            self.log(f"fleet_launcher: committed {host.name} as {done.committed[-1]} (CreateImage {image_id})")
+        steps = plan(instances, hosts)
+        for host in steps.remove:
             self.containers.remove(host)
             done.removed.append(host.name)
             self.log(f"fleet_launcher: removed {host.name} (instance {host.instance_id}, container {host.state})")
-        # Only once its host is down: on EC2 the metadata service answers while a terminated instance shuts down,
-        # and the units that stop then (the ALB registration deregistering) need the instance role from it.
-        for instance_id in set(self.metadata) - set(wanted):
+        for host in steps.stop:
+            self.containers.stop(host)
+            done.stopped.append(host.name)
+            self.log(f"fleet_launcher: stopped {host.name} (instance {host.instance_id} stopped)")
+        running = {iid: instance for iid, instance in instances.items() if instance.running}
+        # Only once its host is down: on EC2 the metadata service answers while an instance shuts down, and the
+        # units that stop then (the ALB registration deregistering) need the instance role from it.
+        for instance_id in set(self.metadata) - set(running):
             self._stop_metadata(instance_id)
-        for instance_id in to_start:
-            done.started.append(self.containers.start(instance_id))
+        for instance_id in sorted(set(running) - set(self.metadata)) if self.serve_metadata else []:
+            self._start_metadata(instance_id, running[instance_id].private_ip)  # also for an earlier launcher's hosts
+        for instance_id in steps.create:
+            done.started.append(self.containers.start(instance_id, running[instance_id].image_id))
             self.log(f"fleet_launcher: started {container_name(instance_id)} for instance {instance_id}")
-        for instance_id in sorted(set(wanted) - set(self.metadata)) if self.serve_metadata else []:
-            self._start_metadata(instance_id, wanted[instance_id])  # also for containers of an earlier launcher
+        for host in steps.boot:
+            self.containers.boot(host)
+            done.started.append(host.name)
+            self.log(f"fleet_launcher: booted {host.name} again (instance {host.instance_id} running)")
         return done
 
     def watch(

@@ -2,6 +2,8 @@
 
 Run with the vLLM venv's python (it has torch, transformers, tokenizers, safetensors):
     python make_tiny_model.py OUT_DIR
+    python make_tiny_model.py OUT_DIR --hidden-size 2048 --layers 20 --intermediate-size 5632   # ~1.9 GB
+(the sizes: benchmarks/cold_start needs a model of about 2 GB; the tests use the defaults).
 
 Everything is local and seeded: a byte-level BPE (~340 tokens) trained on the built-in text below, a
 ChatML chat template, and random weights. Head dim 32 because vLLM's CPU attention needs >= 32.
@@ -80,16 +82,17 @@ def build_tokenizer():
     )
 
 
-def build_model(tokenizer):
+def build_model(tokenizer, hidden_size=HIDDEN_SIZE, layers=NUM_LAYERS, intermediate_size=INTERMEDIATE_SIZE):
     token_id = tokenizer.convert_tokens_to_ids
+    heads = max(NUM_ATTENTION_HEADS, hidden_size // 64)  # head dim 32 at the default size, 64 for larger ones
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=HIDDEN_SIZE,
-        intermediate_size=INTERMEDIATE_SIZE,
-        num_hidden_layers=NUM_LAYERS,
-        num_attention_heads=NUM_ATTENTION_HEADS,
-        num_key_value_heads=NUM_KV_HEADS,
-        head_dim=HIDDEN_SIZE // NUM_ATTENTION_HEADS,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=max(NUM_KV_HEADS, heads // 4),
+        head_dim=hidden_size // heads,
         max_position_embeddings=MAX_POSITION_EMBEDDINGS,
         bos_token_id=token_id(BOS),
         eos_token_id=token_id(EOS),
@@ -129,6 +132,10 @@ def smoke_test(out_dir, tokenizer):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=pathlib.Path, help="directory to write (created; must be empty)")
+    parser.add_argument("--hidden-size", type=int, default=HIDDEN_SIZE)
+    parser.add_argument("--layers", type=int, default=NUM_LAYERS)
+    parser.add_argument("--intermediate-size", type=int, default=INTERMEDIATE_SIZE)
+    parser.add_argument("--no-smoke-test", action="store_true", help="skip the reload and forward pass (big models)")
     args = parser.parse_args(argv)
     out_dir = args.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -136,10 +143,11 @@ def main(argv=None):
         parser.error(f"{out_dir} is not empty")
 
     tokenizer = build_tokenizer()
-    model = build_model(tokenizer)
+    model = build_model(tokenizer, args.hidden_size, args.layers, args.intermediate_size)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    smoke_test(out_dir, tokenizer)
+    if not args.no_smoke_test:
+        smoke_test(out_dir, tokenizer)
     # safetensors writes 0600; the model dir is bind-mounted into the test host, where vLLM may run as
     # another user.
     for path in out_dir.iterdir():

@@ -47,20 +47,22 @@ def network(aws_clean):
     }
 
 
-def _fleet(aws, extra_vars):
+def _fleet(aws, extra_vars, *options, expect_rc=0):
     env = {name: value for name, value in os.environ.items() if not name.startswith(("AWS_", "ANSIBLE_"))}
     env.update(aws.env)
     env.update({"ANSIBLE_COLLECTIONS_PATH": str(REPO / ".collections"), "ANSIBLE_NOCOLOR": "true",
                 "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false",
                 "ANSIBLE_PYTHON_INTERPRETER": sys.executable})
     completed = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "playbooks/fleet.yml", "-e", json.dumps(extra_vars)],
+        [str(Path(sys.executable).parent / "ansible-playbook"), "playbooks/fleet.yml", "-e", json.dumps(extra_vars),
+         *options],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, stdin=subprocess.DEVNULL,
         check=False,
     )
     out = completed.stdout + completed.stderr
-    assert completed.returncode == 0, out
-    return int(re.search(r"localhost\s+: ok=\d+\s+changed=(\d+)", out).group(1)), out
+    assert completed.returncode == expect_rc, out
+    changed = re.search(r"localhost\s+: ok=\d+\s+changed=(\d+)", out)
+    return (int(changed.group(1)) if changed else None), out
 
 
 def _live_instances(ec2):
@@ -109,3 +111,99 @@ def test_fleet_converges_is_idempotent_and_resizes_in_place(network):
     _fleet(aws, {"llmserve_profile": "7b", "llmserve_fleet_state": "absent", "llmserve_fleet_wait_sleep": 1})
     assert _live_instances(ec2) == []
     assert ec2.describe_launch_templates()["LaunchTemplates"] == []
+
+
+AWX_KEY = "7f3c9a1be04d4e6b9c2a"  # a stand-in host_config_key (AWX makes them of hex digits)
+
+
+class AwxCallbackStandIn:
+    """AWX's provisioning callback endpoint on loopback (POST /api/v2/job_templates/42/callback/), answering each
+    request with the next of `statuses`: 400 is AWX's answer while the new host is not yet in the inventory, 201
+    once it launched the job."""
+
+    def __init__(self, statuses):
+        import http.server
+        import threading
+
+        self.statuses, self.bodies = list(statuses), []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                length = int(self.headers.get("Content-Length", 0))
+                outer.bodies.append((self.path, self.headers.get("Content-Type"), json.loads(self.rfile.read(length))))
+                self.send_response(outer.statuses.pop(0) if outer.statuses else 500)
+                self.end_headers()
+
+            def log_message(self, *_args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/api/v2/job_templates/42/callback/"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _first_boot(user_data: str) -> subprocess.CompletedProcess:
+    """What cloud-init does with the user data on the first boot: run it (here as a plain bash script)."""
+    return subprocess.run(["bash", "-c", user_data], capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_the_launch_template_calls_awx_back_with_the_key_from_aws_and_never_prints_it(network):
+    import base64
+
+    aws, extra_vars = network
+    aws.client("secretsmanager").create_secret(Name="llmserve/awx-callback", SecretString=AWX_KEY)
+    with AwxCallbackStandIn([400, 201]) as awx:
+        callback = {"llmserve_fleet_awx_callback_url": awx.url,
+                    "llmserve_fleet_awx_host_config_key_secret": "llmserve/awx-callback",
+                    "llmserve_fleet_awx_callback_timeout": 60, "llmserve_fleet_awx_callback_interval": 1}
+        changed, out = _fleet(aws, dict(extra_vars, **callback), "-vvv")
+        assert changed > 0 and AWX_KEY not in out
+
+        ec2 = aws.client("ec2")
+        (version,) = ec2.describe_launch_template_versions(LaunchTemplateName="llmserve-7b")["LaunchTemplateVersions"]
+        user_data = base64.b64decode(version["LaunchTemplateData"]["UserData"]).decode()
+        assert user_data.startswith("#!/bin/bash\n") and awx.url in user_data
+        assert _fleet(aws, dict(extra_vars, **callback))[0] == 0  # the same user data: no new template version
+
+        booted = _first_boot(user_data)
+        assert booted.returncode == 0, booted.stderr
+        assert "AWX callback attempt 1 got HTTP 400; retrying in 1 s" in booted.stdout
+        assert "accepted on attempt 2" in booted.stdout
+        assert awx.bodies == [("/api/v2/job_templates/42/callback/", "application/json",
+                               {"host_config_key": AWX_KEY})] * 2
+    with AwxCallbackStandIn([403]) as refusing:
+        refused = _first_boot(user_data.replace(awx.url, refusing.url))
+        assert refused.returncode == 1 and "refused (403)" in refused.stderr
+    _fleet(aws, {"llmserve_profile": "7b", "llmserve_fleet_state": "absent", "llmserve_fleet_wait_sleep": 1})
+
+
+@pytest.mark.parametrize(
+    ("callback", "named"),
+    [
+        ({"llmserve_fleet_awx_host_config_key": AWX_KEY}, "never as a\nliteral"),
+        ({"llmserve_fleet_awx_callback_url": "http://awx.example.com/api/v2/job_templates/42/callback/"}, "https://"),
+        ({"llmserve_fleet_awx_callback_url": "https://awx.example.com/api/v2/job_templates/42/callback/\nx"}, "https://"),
+        ({"llmserve_fleet_awx_callback_url": "https://awx.example.com/api/v2/job_templates/x/callback/"}, "https://"),
+        ({"llmserve_fleet_awx_host_config_key_parameter": "/llmserve/awx"}, "exactly one of"),
+        ({"llmserve_fleet_awx_host_config_key_secret": "llmserve/none"}, "is missing, empty or not"),
+        ({"llmserve_fleet_awx_callback_timeout": 5}, "60 s or more"),
+    ],
+)
+def test_bad_callback_inputs_fail_before_any_change(network, callback, named):
+    aws, extra_vars = network
+    aws.client("secretsmanager").create_secret(Name="llmserve/awx-callback", SecretString=AWX_KEY)
+    inputs = {"llmserve_fleet_awx_callback_url": "https://awx.example.com/api/v2/job_templates/42/callback/",
+              "llmserve_fleet_awx_host_config_key_secret": "llmserve/awx-callback", **callback}
+    out = _fleet(aws, dict(extra_vars, **inputs), expect_rc=2)[1]
+    assert named.replace("\n", " ") in " ".join(out.split()), out[-3000:]
+    assert AWX_KEY not in out
+    assert aws.client("ec2").describe_launch_templates()["LaunchTemplates"] == []

@@ -9,7 +9,9 @@ import yaml
 from tests.bench.fleet_launcher import (
     MOLECULE_CONFIG,
     Host,
+    Instance,
     LauncherError,
+    Plan,
     checked_endpoint_url,
     checked_launcher_id,
     container_name,
@@ -26,23 +28,39 @@ def _host(instance_id: str, state: str = "running") -> Host:
     return Host(container_name(instance_id), instance_id, state)
 
 
+def _running(*instance_ids: str, image_id: str = "ami-12c6146b") -> dict[str, Instance]:
+    return {instance_id: Instance("10.0.1.4", image_id, True) for instance_id in instance_ids}
+
+
+def _stopped(*instance_ids: str) -> dict[str, Instance]:
+    return {instance_id: Instance("10.0.1.4", "ami-12c6146b", False) for instance_id in instance_ids}
+
+
 def test_plan_starts_the_missing_and_removes_the_gone():
     hosts = [_host("i-00000001"), _host("i-00000002")]
 
-    to_start, to_remove = plan({"i-00000002", "i-00000003"}, hosts)
+    steps = plan(_running("i-00000002", "i-00000003"), hosts)
 
-    assert to_start == ["i-00000003"]
-    assert to_remove == [_host("i-00000001")]
+    assert steps == Plan(create=["i-00000003"], remove=[_host("i-00000001")])
 
 
-def test_plan_replaces_a_container_that_stopped_while_its_instance_runs():
-    to_start, to_remove = plan({"i-00000001"}, [_host("i-00000001", state="exited")])
+def test_plan_boots_again_the_container_of_an_instance_that_runs_again():
+    """A start after a stop (or a host that died while its instance runs): the same container, its root volume."""
+    stopped = _host("i-00000001", state="exited")
 
-    assert (to_start, to_remove) == (["i-00000001"], [_host("i-00000001", state="exited")])
+    assert plan(_running("i-00000001"), [stopped]) == Plan(boot=[stopped])
+
+
+def test_plan_stops_and_keeps_the_container_of_a_stopped_instance():
+    host = _host("i-00000001")
+
+    assert plan(_stopped("i-00000001"), [host]) == Plan(stop=[host])
+    assert plan(_stopped("i-00000001"), [_host("i-00000001", state="exited")]) == Plan()
+    assert plan(_stopped("i-00000002"), []) == Plan()  # stopped before its first boot: nothing to make
 
 
 def test_plan_is_quiet_when_containers_match_instances():
-    assert plan({"i-00000001"}, [_host("i-00000001")]) == ([], [])
+    assert plan(_running("i-00000001"), [_host("i-00000001")]) == Plan()
 
 
 @pytest.mark.parametrize(
@@ -80,7 +98,7 @@ def test_endpoint_must_be_the_local_aws(url):
 def test_run_options_come_from_the_shared_molecule_platform():
     (platform,) = yaml.safe_load(MOLECULE_CONFIG.read_text())["platforms"]
 
-    options = host_run_options(environ=ENV)
+    options, image, command = host_run_options(environ=ENV)
 
     pairs = set(zip(options[::2], options[1::2]))
     assert ("--cgroupns", platform["cgroupns_mode"]) in pairs
@@ -89,7 +107,7 @@ def test_run_options_come_from_the_shared_molecule_platform():
     assert ("--stop-signal", platform["stop_signal"]) in pairs
     assert {("--tmpfs", path) for path in platform["tmpfs"]} <= pairs
     assert ("--volume", "/cache:/cache:ro") in pairs
-    assert options[-2:] == ["llmserve-bench-host:abc", platform["command"]]
+    assert (image, command) == ("llmserve-bench-host:abc", [platform["command"]])
 
 
 def test_a_platform_key_without_a_flag_fails_instead_of_being_dropped(tmp_path: Path):
@@ -117,4 +135,6 @@ def test_scope_is_the_dynamic_inventory_s_regions_and_filters():
 
     assert "us-east-1" in regions
     assert {"Name": "tag-key", "Values": ["llmserve:role"]} in filters
-    assert {"Name": "instance-state-name", "Values": ["running"]} in filters
+    # Every live state: a stopped instance keeps its (stopped) container, as its root volume.
+    assert {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]} in filters
+    assert [f for f in filters if f["Name"] == "instance-state-name"] == filters[-1:]

@@ -37,6 +37,10 @@ class FakeSystemd:
         self.enabled = False
         self.pid = 0
         self.next_pid = 100
+        self.failed_required = []  # units vLLM requires that failed (the boot path's model sync)
+
+    def failed_requirements(self, unit):
+        return list(self.failed_required)
 
     def status(self, unit):
         if unit != UNIT:
@@ -243,6 +247,23 @@ def test_absent_removes_everything_once(host):
     host.calls.clear()
     assert host.converge(state="absent")[0] is False
     assert host.calls == []
+
+
+def test_a_failed_required_unit_puts_its_journal_first(host, monkeypatch):
+    """vLLM did not start because the boot path's sync failed: the sync's journal says why, so it comes first."""
+    host.failed_required = ["llmserve-model-sync.service"]
+    host.journal_tail = lambda unit, lines: [f"{unit}: line"]
+
+    def refused(*args):
+        raise systemd.SystemdError(systemd.ERROR_JOB_FAILED, "A dependency job for vllm.service failed.", 1,
+                                   ["systemctl", "start"])
+
+    monkeypatch.setattr(vllm_launch, "wait_until_serving", refused)
+    with pytest.raises(vllm_launch.VllmLaunchError) as raised:
+        host.converge(wait=True)
+    assert raised.value.result["journal"] == [
+        "-- llmserve-model-sync.service (required by vllm.service) failed:", "llmserve-model-sync.service: line",
+        "-- vllm.service:", "vllm.service: line"]
 
 
 def test_a_crash_while_waiting_raises_the_one_error_with_the_journal(host, monkeypatch):

@@ -164,3 +164,21 @@ def test_journal_tail_asks_for_the_unit_and_never_fails():
     broken = systemd.SystemdRunner(RecordingRunCommand({"--no-pager": (1, "", "No journal files were found.")}),
                                    "systemctl", "journalctl")
     assert broken.journal_tail("vllm.service") == ["(journalctl failed with exit code 1: No journal files were found.)"]
+
+
+def test_failed_requirements_lists_the_required_services_that_failed():
+    calls = []
+
+    def answer(command):
+        calls.append(command)
+        if "--value" in command:
+            return 0, "sysinit.target system.slice llmserve-model-sync.service other.service\n", ""
+        return 0, ("Id=llmserve-model-sync.service\nActiveState=failed\n\nId=other.service\nActiveState=active\n"), ""
+
+    runner = systemd.SystemdRunner(answer, "systemctl", "journalctl")
+    assert runner.failed_requirements("vllm.service") == ["llmserve-model-sync.service"]
+    assert calls[0] == ["systemctl", "show", "-p", "Requires", "--value", "--", "vllm.service"]
+    assert calls[1] == ["systemctl", "show", "-p", "Id,ActiveState", "--", "llmserve-model-sync.service",
+                        "other.service"]
+    none = systemd.SystemdRunner(lambda command: (0, "sysinit.target\n", ""), "systemctl", "journalctl")
+    assert none.failed_requirements("vllm.service") == []

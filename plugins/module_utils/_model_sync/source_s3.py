@@ -20,7 +20,6 @@ try:
 except ImportError:
     pass  # AnsibleAWSModule reports the missing library
 
-from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 from ansible_collections.llmserve.aws.plugins.module_utils._model_sync import manifest as mm
 
@@ -104,9 +103,9 @@ def head_object(client, bucket, key):
     """HeadObject with checksums; None when the object is gone (a 404 after listing)."""
     try:
         return _head(client, bucket, key)
-    except is_boto3_error_code(["404", "NoSuchKey", "NotFound"]):
-        return None
-    except botocore.exceptions.ClientError as exc:  # pylint: disable=duplicate-except
+    except botocore.exceptions.ClientError as exc:
+        if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+            return None
         raise S3SyncError(describe_error(_code(exc), "s3:GetObject", bucket, key=key), _code(exc))
 
 

@@ -12,6 +12,11 @@ What moto lags on (measured with moto 5.2.5 server mode, boto3 1.44.8):
   their instance metadata serves the role's credentials.
 - AllocationStrategy is required by moto (KeyError -> 500 when omitted); AWS defaults it to lowestPrice.
 - DescribeInstances with the `instance-lifecycle` filter raises NotImplementedError (HTTP 500).
+- CreateImage with TagSpecifications for `snapshot` raises NotImplementedError (HTTP 500); amazon.aws.ec2_ami
+  always sends them.
+- A terminated instance keeps its private address in its subnet ("IP already in use", HTTP 500, for a later
+  RunInstances with that PrivateIpAddress); on AWS its primary network interface is deleted with it and the
+  address is free again.
 
 How fleets are filled here. Each (launch template config, override) pair is one capacity pool, as on AWS.
 This emulator knows neither spot prices nor spare capacity, so:
@@ -31,6 +36,7 @@ from moto.core.responses import ActionResult
 from moto.core.utils import utcnow
 from moto.ec2 import utils as ec2_utils
 from moto.ec2.exceptions import InvalidParameterValueError, InvalidParameterValueErrorTagSpotFleetRequest
+from moto.ec2.models.amis import AmiBackend
 from moto.ec2.models.instances import Instance, InstanceBackend
 from moto.ec2.models.spot_requests import (
     SpotFleetLaunchSpec,
@@ -400,7 +406,39 @@ def _patch_instance_filters() -> None:
     ec2_utils.filter_dict_attribute_mapping["instance-lifecycle"] = "lifecycle"
 
 
+def _create_image_tagging_snapshots(original: Any) -> Any:
+    # Restores: CreateImage's TagSpecifications for `snapshot` tag the snapshots the image is made of (moto raises
+    # NotImplementedError, a 500; amazon.aws.ec2_ami always sends the image's tags for both).
+    def create_image(self: Any, instance_id: str, name: str, description: str,
+                     tag_specifications: list[dict[str, Any]]) -> Any:
+        snapshot_tags = [tag for spec in tag_specifications if spec["ResourceType"] == "snapshot"
+                         for tag in spec["Tags"]]
+        image = original(self, instance_id, name, description,
+                         [spec for spec in tag_specifications if spec["ResourceType"] != "snapshot"])
+        if snapshot_tags and getattr(image, "ebs_snapshot", None) is not None:
+            image.ebs_snapshot.add_tags({tag["Key"]: tag["Value"] for tag in snapshot_tags})
+        return image
+
+    return create_image
+
+
+def _terminate_releasing_addresses(original: Any) -> Any:
+    # Restores: a terminated instance's private addresses go back to its subnet (its primary network interface is
+    # deleted with it on AWS; moto frees them only when the Python object is garbage-collected).
+    def terminate(self: Instance) -> Any:
+        state = original(self)
+        if self.subnet_id:
+            subnet = self.ec2_backend.get_subnet(self.subnet_id)
+            for address in list(self._private_ips):
+                subnet.del_subnet_ip(address)
+        return state
+
+    return terminate
+
+
 def apply() -> None:
+    Instance.terminate = _terminate_releasing_addresses(Instance.terminate)
+    AmiBackend.create_image = _create_image_tagging_snapshots(AmiBackend.create_image)
     SpotFleetRequest.__init__ = _fleet_init
     SpotFleetRequest.create_spot_requests = _create_spot_requests
     SpotFleetRequest.spot_fleet_request_config = property(_fleet_config)

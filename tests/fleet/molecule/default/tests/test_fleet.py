@@ -9,9 +9,13 @@ none fails, each host's registration unit deregistering before its vLLM stops an
 drill_spot_interruption.yml drills the Spot host while other clients send through the ALB: every stream on it
 finishes, the watcher deregisters in the poll cycle that saw the notice and stops vLLM after the last request, and
 no request through the ALB fails; a start request from the watcher starts vLLM again; a resize to 1 takes that host
-away; absent takes the rest. The first serve runs at -vvv and a leak check looks for the API key in its output, the
-hosts' journals, units and command lines, and the ALB's logs. The tests run in file order and build on each other,
-as an operator's runbook does.
+away. Then the boot path (issue 14), with no Ansible run: bake_image.yml makes an AMI of the host left (the
+launcher commits its container, the instance store left out); an EC2 stop and start (blank instance store, the
+model changed in S3 meanwhile) syncs the new version before vLLM starts and the host serves behind the ALB again; a
+boot with the hosts' path to S3 cut leaves it stopped and out of the target group, saying why; absent takes the
+fleet; a new instance from the baked AMI syncs, serves and registers on its own. The first serve runs at -vvv
+and a leak check looks for the API key in its output, the hosts' journals, units and command lines, and the ALB's
+logs. The tests run in file order and build on each other, as an operator's runbook does.
 """
 
 import functools
@@ -69,6 +73,7 @@ WATCHER_PYTHON = "/opt/llmserve-spot-watcher/venv/bin/python"
 WATCHER_CONFIG = "/etc/llmserve/spot-watcher.json"
 WATCHER_UNITS = ("llmserve-spot-watcher.service", "llmserve-vllm-stop.service", "llmserve-vllm-start.service",
                  "llmserve-alb-registration.service")
+BOOT_SYNC_UNIT = "llmserve-model-sync.service"  # model_sync's boot path, root without capabilities
 MAX_EXPOSURE = 2.0  # systemd-analyze security's score of each of them
 # The bench's endpoints for the roles, then this scenario's (the weights, the target group, the profile).
 SERVE_VARS = ["-e", "@" + str(REPO_ROOT / "inventories" / "local" / "group_vars" / "llmserve_bench.yml")]
@@ -262,6 +267,10 @@ def spot_instance() -> dict:
 def test_watcher_and_registration_units_run_unprivileged_hardened_and_imdsv2_only():
     for instance in fleet_instances().values():
         container = container_name(instance["InstanceId"])
+        # The boot path ran when serve.yml started vLLM, and found the model the play had just synced.
+        assert unit_value(container, BOOT_SYNC_UNIT, "ActiveState") == "active"
+        assert "up to date: version=" in journal(container, BOOT_SYNC_UNIT, 0)
+        assert unit_value(container, BOOT_SYNC_UNIT, "CapabilityBoundingSet") == ""
         active = docker_exec(container, "systemctl is-active llmserve-spot-watcher.service llmserve-vllm-stop.path "
                                         "llmserve-vllm-start.path vllm.service; systemctl is-enabled "
                                         "llmserve-spot-watcher.service")  # fmt: skip
@@ -279,7 +288,7 @@ def test_watcher_and_registration_units_run_unprivileged_hardened_and_imdsv2_onl
         priority = docker_exec(container, "systemctl show llmserve-spot-watcher.service -p Nice,CPUWeight")
         assert sorted(priority.split()) == ["CPUWeight=1000", "Nice=-5"]
         assert "watching" in journal_events(container, "llmserve-spot-watcher.service", 0)
-        for unit in WATCHER_UNITS:
+        for unit in (*WATCHER_UNITS, BOOT_SYNC_UNIT):
             report = docker_exec(container, f"systemd-analyze security --no-pager {unit}")
             score = float(re.search(r"Overall exposure level for \S+: ([0-9.]+)", report).group(1))
             assert score <= MAX_EXPOSURE, f"{instance['InstanceId']} {unit}: exposure {score}"
@@ -465,8 +474,157 @@ def test_resize_to_one_takes_one_host_away_cleanly():
     }
 
 
+BOOT_TIMEOUT_S = 600.0  # a stop, a boot, the sync and vLLM's cold start on shared cores
+MODEL_PREFIX = INPUTS["llmserve_model_uri"].removeprefix("s3://").split("/", 1)
+MODEL_CURRENT = "/mnt/nvme/models/SmolLM2-135M-Instruct/current"
+S3_RELAY = [sys.executable, str(REPO_ROOT / "tests" / "bench" / "tcp_relay.py"), "--listen", "127.0.0.1:18411",
+            "--target", "127.0.0.1:18410", "--pid-file", str(EPHEMERAL / "s3_relay.pid")]
+BAKED = {}  # what test_bake_image_of_the_serving_host made, for the tests after it
+
+
+def the_serving_host() -> dict:
+    (instance,) = fleet_instances().values()
+    return instance
+
+
+def unit_value(container: str, unit: str, prop: str) -> str:
+    return docker_exec(container, f"systemctl show {unit} -p {prop} --value").strip()
+
+
+def ec2_state(instance_id: str) -> str:
+    answer = aws("ec2").describe_instances(InstanceIds=[instance_id])
+    return answer["Reservations"][0]["Instances"][0]["State"]["Name"]
+
+
+def stop_instance(instance: dict) -> None:
+    """An EC2 stop: the launcher shuts the host down (its units deregister it) and keeps its root volume."""
+    aws("ec2").stop_instances(InstanceIds=[instance["InstanceId"]])
+    wait_until(lambda: [host.state for host in CONTAINERS.hosts() if host.instance_id == instance["InstanceId"]]
+               == ["exited"], GONE_TIMEOUT_S, f"{instance['InstanceId']} shut down", POLL_S)
+    assert (instance["InstanceId"], vllm_port(instance)) not in {
+        key for key, state in target_states().items() if state in ("initial", "healthy")}
+
+
+def host_runs(instance_id: str) -> bool:
+    """The instance's container runs (systemd may still be starting: the boot sync holds multi-user.target)."""
+    return [host.state for host in CONTAINERS.hosts() if host.instance_id == instance_id] == ["running"]
+
+
+def start_instance(instance: dict) -> None:
+    aws("ec2").start_instances(InstanceIds=[instance["InstanceId"]])
+    wait_until(lambda: host_runs(instance["InstanceId"]), HOSTS_TIMEOUT_S, f"{instance['InstanceId']} booted", POLL_S)
+
+
+def serves_on_its_own(instance: dict) -> None:
+    """With nothing typed on the host: healthy behind the ALB (the registration unit registered it after /health)
+    and answering."""
+    key = (instance["InstanceId"], vllm_port(instance))
+    wait_until(lambda: target_states().get(key) == "healthy", BOOT_TIMEOUT_S, f"{key} healthy behind the ALB", 2.0)
+    answer = ask(vllm_port(instance), "What is the capital of France?", 24)
+    print(f"{instance['InstanceId']} after boot: {answer!r}")
+    assert "Paris" in answer
+
+
+def synced_before_vllm(container: str) -> None:
+    """The boot path's order: the sync unit finished before vLLM's process started (monotonic clock, same boot)."""
+    synced = int(unit_value(container, "llmserve-model-sync.service", "ExecMainExitTimestampMonotonic"))
+    started = int(unit_value(container, "vllm.service", "ExecMainStartTimestampMonotonic"))
+    assert 0 < synced < started, (synced, started)
+    assert unit_value(container, "llmserve-model-sync.service", "Result") == "success"
+
+
+def test_bake_image_of_the_serving_host():
+    """playbooks/bake_image.yml on the host that serves: an AMI in the local AWS that the bench commits from the
+    host's container (the instance store, a tmpfs, left out); a re-run finds it by name and changes nothing."""
+    instance = the_serving_host()
+    arguments = ["-e", json.dumps({"bake_image_instance_id": instance["InstanceId"], "bake_image_name": "llmserve-cpu-baked",
+                                   "bake_image_no_reboot": True})]
+    output = run("ansible-playbook", str(REPO_ROOT / "playbooks" / "bake_image.yml"), *arguments)
+    assert "changed=1" in output, output[-2000:]
+    (image,) = aws("ec2").describe_images(Owners=["self"], Filters=[{"Name": "name", "Values": ["llmserve-cpu-baked"]}])["Images"]
+    tags = {tag["Key"]: tag["Value"] for tag in image.get("Tags", [])}
+    assert (image["SourceInstanceId"], tags["llmserve:source-instance"], tags["llmserve:weights"]) == (
+        instance["InstanceId"], instance["InstanceId"], "synced-at-boot")
+    assert "changed=0" in run("ansible-playbook", str(REPO_ROOT / "playbooks" / "bake_image.yml"), *arguments)
+    wait_until(lambda: CONTAINERS.baked_image(image["ImageId"]) is not None, 120, "the launcher's commit", POLL_S)
+    # The weights were on the instance store: not in the image.
+    listing = subprocess.run(["docker", "run", "--rm", "--entrypoint", "ls", CONTAINERS.image_tag(image["ImageId"]),
+                              "-A", "/mnt/nvme"], capture_output=True, text=True, timeout=60, check=False)
+    assert listing.returncode == 0 and listing.stdout.strip() == "", listing
+    BAKED.update(image_id=image["ImageId"], instance=instance)
+
+
+def test_a_stop_and_start_syncs_the_s3_version_of_now_before_vllm_and_serves_again():
+    """The instance store is blank after a stop; the model changed in S3 meanwhile. The boot path syncs the new
+    version, then vLLM starts, then the host registers: no Ansible run."""
+    instance = the_serving_host()
+    container = container_name(instance["InstanceId"])
+    stop_instance(instance)
+    bucket, prefix = MODEL_PREFIX
+    marker = f"changed while down {time.time()}"
+    aws("s3").put_object(Bucket=bucket, Key=f"{prefix}/README-llmserve.md", Body=marker.encode())
+    since = time.time()
+    start_instance(instance)
+    serves_on_its_own(instance)
+    synced_before_vllm(container)
+    assert docker_exec(container, f"cat {MODEL_CURRENT}/README-llmserve.md") == marker
+    log = journal(container, "llmserve-model-sync.service", since)
+    print(log[-1500:])
+    assert "synced: version=" in log and "(was none)" in log, log
+
+
+def test_a_boot_with_s3_unreachable_leaves_the_host_out_and_says_why():
+    instance = the_serving_host()
+    container = container_name(instance["InstanceId"])
+    stop_instance(instance)
+    relay_pid = int((EPHEMERAL / "s3_relay.pid").read_text())
+    os.kill(relay_pid, 15)
+    relay_pid_file = EPHEMERAL / "s3_relay.pid"
+    wait_until(lambda: not relay_pid_file.exists(), 30, "the S3 path cut", POLL_S)
+    try:
+        since = time.time()
+        start_instance(instance)
+        wait_until(lambda: unit_value(container, "llmserve-model-sync.service", "ActiveState") == "failed", 180,
+                   "the boot sync to give up", 2.0)
+        assert unit_value(container, "vllm.service", "ActiveState") == "inactive"
+        assert unit_value(container, "llmserve-alb-registration.service", "ActiveState") == "inactive"
+        log = journal(container, "llmserve-model-sync.service", since)
+        print(log[-1500:])
+        assert "cannot reach S3" in log and "vllm.service does not start and this host stays out of its target groups" in log
+        states = target_states()
+        assert states.get((instance["InstanceId"], vllm_port(instance))) in (None, "draining", "unused"), states
+    finally:
+        subprocess.Popen(S3_RELAY, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+        wait_until((EPHEMERAL / "s3_relay.pid").exists, 30, "the S3 path back", POLL_S)
+
+
 def test_absent_leaves_no_instance_and_no_host():
     rerun_fleet_playbook(llmserve_fleet_state="absent")
 
     assert fleet_instances() == {}
     wait_until(lambda: not CONTAINERS.instance_ids(), GONE_TIMEOUT_S, "no host container left", POLL_S)
+
+
+def test_a_new_instance_from_the_baked_image_serves_with_no_ansible_run():
+    """RunInstances from the baked AMI: the host boots with an empty instance store, syncs the weights, starts vLLM
+    and registers. (It takes the gone host's private address: on the bench the per-host vLLM and IMDS ports follow
+    the address, and the image carries the source host's; on AWS every host uses port 8000 and 169.254.169.254.)"""
+    source = BAKED["instance"]
+    launched = aws("ec2").run_instances(
+        ImageId=BAKED["image_id"], MinCount=1, MaxCount=1, InstanceType=source["InstanceType"],
+        SubnetId=source["SubnetId"], PrivateIpAddress=source["PrivateIpAddress"],
+        SecurityGroupIds=INPUTS["llmserve_fleet_security_group_ids"],
+        IamInstanceProfile={"Name": INPUTS["llmserve_fleet_instance_profile"]},
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [
+            {"Key": "llmserve:role", "Value": "vllm"}, {"Key": "llmserve:model-size", "Value": "cpu"}]}],
+    )["Instances"][0]
+    try:
+        container = container_name(launched["InstanceId"])
+        wait_until(lambda: host_runs(launched["InstanceId"]), HOSTS_TIMEOUT_S, "the new host booted", POLL_S)
+        serves_on_its_own(launched)
+        synced_before_vllm(container)
+        assert docker_exec(container, f"test -f {MODEL_CURRENT}/config.json && echo present").strip() == "present"
+    finally:
+        aws("ec2").terminate_instances(InstanceIds=[launched["InstanceId"]])
+        wait_until(lambda: not CONTAINERS.instance_ids(), GONE_TIMEOUT_S, "no host container left", POLL_S)
