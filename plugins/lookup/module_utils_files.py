@@ -25,9 +25,21 @@ options:
     required: true
     type: list
     elements: str
+  archive:
+    description:
+      - Instead of the list, the path of one tar archive on the control node that holds every file under its
+        C(dest), for C(ansible.builtin.unarchive) (one transfer instead of one per file). The archive is made again
+        only when a file changed; its entries carry a fixed time, owner and mode, so a re-run changes nothing.
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
+- name: The same code as one archive, unpacked on the host
+  ansible.builtin.unarchive:
+    src: "{{ lookup('llmserve.aws.module_utils_files', 'llmserve.aws._model_sync', archive=true) }}"
+    dest: /opt/llmserve/lib
+
 - name: Copy the boot-time sync's code to the host
   ansible.builtin.copy:
     src: "{{ item.src }}"
@@ -39,7 +51,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 _raw:
-  description: One entry per file.
+  description: One entry per file (with O(archive), the archive's path instead).
   type: list
   elements: dict
   contains:
@@ -53,11 +65,16 @@ _raw:
       type: str
 """
 
+import hashlib
 import importlib
+import io
 import os
 import re
+import tarfile
+import tempfile
 
 from ansible.errors import AnsibleLookupError
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.lookup import LookupBase
 
 _TERM = re.compile(r"\A([a-z0-9_]+)\.([a-z0-9_]+)\.([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\Z")
@@ -90,8 +107,54 @@ def files_of(module):
     return found
 
 
+ARCHIVE_MTIME = 1577836800  # 2020-01-01: fixed, so the same files make the same archive and unarchive sees no change
+
+
+def write_archive(entries, folder=None):
+    """A tar of the entries (sorted, fixed time, root-owned, 0644 files and 0755 folders) named after a digest of
+    their paths and contents, in FOLDER (default: the temp folder); made only when missing."""
+    contents = [(entry["dest"], _read(entry["src"])) for entry in sorted(entries, key=lambda e: e["dest"])]
+    digest = hashlib.sha256()
+    for dest, data in contents:
+        digest.update(dest.encode() + b"\0" + hashlib.sha256(data).digest())
+    path = os.path.join(folder or tempfile.gettempdir(), "llmserve-module-utils-%s.tar" % digest.hexdigest()[:16])
+    if os.path.exists(path):
+        return path
+    folders = sorted({prefix for dest, _data in contents for prefix in _prefixes(os.path.dirname(dest))})
+    partial = path + ".%d.partial" % os.getpid()
+    with tarfile.open(partial, "w", format=tarfile.GNU_FORMAT) as archive:
+        for folder_name in folders:
+            info = tarfile.TarInfo(folder_name)
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, ARCHIVE_MTIME
+            archive.addfile(info)
+        for dest, data in contents:
+            info = tarfile.TarInfo(dest)
+            info.size, info.mode, info.mtime = len(data), 0o644, ARCHIVE_MTIME
+            archive.addfile(info, io.BytesIO(data))
+    os.rename(partial, path)
+    return path
+
+
+def _read(path):
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def _prefixes(folder):
+    """a, a/b, a/b/c for a/b/c."""
+    parts = folder.split("/")
+    return ["/".join(parts[:count]) for count in range(1, len(parts) + 1)]
+
+
 class LookupModule(LookupBase):
     def run(self, terms, variables=None, **kwargs):
+        unknown = sorted(set(kwargs) - {"archive"})
+        if unknown:
+            raise AnsibleLookupError("module_utils_files: unknown option(s) %s; the one option is archive" % unknown)
+        try:
+            archive = boolean(kwargs.get("archive", False), strict=True)
+        except TypeError:
+            raise AnsibleLookupError("module_utils_files: archive must be a boolean, got %r" % (kwargs["archive"],))
         entries = []
         for term in terms:
             name = module_name(term)
@@ -101,4 +164,6 @@ class LookupModule(LookupBase):
                 raise AnsibleLookupError("module_utils_files: cannot find %s (%s): is the collection installed?"
                                          % (term, error))
             entries += [{"src": src, "dest": dest} for src, dest in files_of(module)]
+        if archive:
+            return [write_archive(entries)]
         return entries

@@ -131,93 +131,10 @@ mount_unit:
   sample: mnt-nvme.mount
 """
 
-import json
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.llmserve.aws.plugins.module_utils import _nvme
-
-MDADM_CONF_CANDIDATES = ("/etc/mdadm/mdadm.conf", "/etc/mdadm.conf")
-
-
-def lsblk(module, extra=()):
-    binary = module.get_bin_path("lsblk", required=True)
-    rc, out, err = module.run_command([binary] + list(_nvme.LSBLK_ARGS) + list(extra))
-    if rc != 0:
-        module.fail_json(msg="lsblk failed (rc %d): %s" % (rc, err.strip()))
-    return out
-
-
-def detect(module, wanted):
-    """Instance-store disks from lsblk, or the devices the task names (looked up in the same lsblk output)."""
-    if not wanted:
-        return _nvme.parse_lsblk(lsblk(module))
-    text = lsblk(module, wanted)
-    tree = json.loads(text)
-    devices = [_nvme.device_from_lsblk_node(node) for node in tree.get("blockdevices") or []]
-    return _nvme.select_devices(devices, [os.path.realpath(p) for p in wanted])
-
-
-def probe(module, device):
-    """Filesystem facts read from the device itself (blkid -p), for when lsblk has no udev data."""
-    blkid = module.get_bin_path("blkid", required=True)
-    rc, out, _err = module.run_command([blkid, "-p", "-o", "export", device])
-    # blkid exits 2 when the device holds nothing it recognizes.
-    return _nvme.parse_blkid_export(out if rc == 0 else "")
-
-
-def with_probed_filesystems(module, devices):
-    for device in devices:
-        if not device["fstype"]:
-            device.update(probe(module, device["path"]))
-    return devices
-
-
-def raid_state(module, raid_device):
-    if not os.path.exists(raid_device):
-        return None
-    real = os.path.realpath(raid_device)
-    members = []
-    slaves = "/sys/block/%s/slaves" % os.path.basename(real)
-    if os.path.isdir(slaves):
-        members = sorted("/dev/" + name for name in os.listdir(slaves))
-    facts = probe(module, real)
-    facts["members"] = members
-    return facts
-
-
-def record_array(module, raid_device):
-    """Append the array to mdadm.conf (once) and refresh the initramfs so it assembles under its name at boot."""
-    mdadm = module.get_bin_path("mdadm", required=True)
-    rc, out, err = module.run_command([mdadm, "--detail", "--brief", raid_device])
-    if rc != 0:
-        module.fail_json(msg="mdadm --detail failed: %s" % err.strip())
-    line = out.strip().splitlines()[0] if out.strip() else ""
-    conf = next((p for p in MDADM_CONF_CANDIDATES if os.path.exists(p)), MDADM_CONF_CANDIDATES[0])
-    existing = ""
-    if os.path.exists(conf):
-        with open(conf) as handle:
-            existing = handle.read()
-    uuid_token = next((tok for tok in line.split() if tok.startswith("UUID=")), None)
-    if line and (uuid_token is None or uuid_token not in existing):
-        os.makedirs(os.path.dirname(conf), exist_ok=True)
-        with open(conf, "a") as handle:
-            handle.write(line + "\n")
-        initramfs = module.get_bin_path("update-initramfs") or module.get_bin_path("dracut")
-        if initramfs:
-            args = [initramfs, "-u"] if initramfs.endswith("update-initramfs") else [initramfs, "-f"]
-            module.run_command(args)
-
-
-def blkid_uuid(module, device):
-    return probe(module, device)["uuid"]
-
-
-def run(module, command):
-    rc, out, err = module.run_command(command)
-    if rc != 0:
-        module.fail_json(msg="%s failed (rc %d): %s" % (command[0], rc, (err or out).strip()), cmd=command)
+from ansible_collections.llmserve.aws.plugins.module_utils._instance_store import InstanceStoreHost
 
 
 def main():
@@ -239,44 +156,14 @@ def main():
     if params["fstype"] == "xfs" and len(params["label"]) > 12:
         module.fail_json(
             msg="xfs labels hold at most 12 characters; %r has %d" % (params["label"], len(params["label"])))
-    raid_device = "/dev/md/%s" % params["raid_name"]
+    host = InstanceStoreHost(module.run_command, module.get_bin_path)
     try:
-        devices = with_probed_filesystems(module, detect(module, params["devices"]))
-        state = raid_state(module, raid_device) if len(devices) > 1 else None
-        steps = _nvme.plan(devices, params["label"], params["fstype"], raid_device, state, params["force"])
+        result = host.prepare(params["devices"], params["fstype"], params["label"], params["raid_name"],
+                              params["force"], module.check_mode)
     except _nvme.InstanceStoreError as exc:
         module.fail_json(msg=str(exc))
-
-    result = {
-        "changed": steps["create_raid"] or steps["mkfs"],
-        "devices": [d["path"] for d in devices],
-        "device": steps["target"],
-        "fstype": params["fstype"] if steps["target"] else None,
-        "uuid": None,
-        "size_bytes": sum(d["size"] for d in devices),
-        "created_raid": steps["create_raid"],
-        "formatted": steps["mkfs"],
-    }
     if params["mount_point"]:
         result["mount_unit"] = _nvme.mount_unit_name(params["mount_point"])
-    if steps["target"] is None:
-        module.exit_json(**result)
-    if module.check_mode:
-        result["uuid"] = None if steps["mkfs"] else blkid_uuid(module, steps["target"])
-        module.exit_json(**result)
-
-    if steps["create_raid"]:
-        mdadm = module.get_bin_path("mdadm", required=True)
-        command = _nvme.mdadm_create_command(raid_device, params["raid_name"], steps["members"])
-        run(module, [mdadm] + command[1:])
-        record_array(module, raid_device)
-    if steps["mkfs"]:
-        command = _nvme.mkfs_command(params["fstype"], params["label"], steps["target"])
-        binary = module.get_bin_path(command[0], required=True)
-        run(module, [binary] + command[1:])
-    result["uuid"] = blkid_uuid(module, steps["target"])
-    if not result["uuid"]:
-        module.fail_json(msg="no filesystem UUID on %s after preparing it" % steps["target"], **result)
     module.exit_json(**result)
 
 

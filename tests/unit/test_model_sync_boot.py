@@ -20,8 +20,10 @@ GOOD = {
     "workers": 8, "concurrency": 16, "part_size_mib": 50, "verify": "checksum", "keep_versions": 1,
     "min_free_mib": 1024, "region": "us-east-1", "endpoint_url": "", "timeout_s": 3600, "retry_for_s": 600,
     "retry_interval_s": 10, "progress_interval_s": 10, "required_by": ["vllm.service"],
-    "credentials_file": "/etc/llmserve/model-sync-aws.json",
+    "credentials_file": "/etc/llmserve/model-sync-aws.json", "instance_store": {},
 }
+STORE = {"devices": [], "fstype": "ext4", "label": "llmserve", "raid_name": "llmserve", "force": False,
+         "mount_point": "/mnt/nvme"}
 
 
 def test_a_good_configuration_has_no_error():
@@ -57,6 +59,12 @@ def test_the_role_writes_exactly_the_keys_the_cli_reads():
         ({"required_by": ["../vllm.service"]}, "required_by item"),
         ({"credentials_file": "etc/keys.json"}, "credentials_file"),
         ({"credentials_file": "/etc/keys\n.json"}, "credentials_file"),
+        ({"instance_store": dict(STORE, mount_point="/etc")}, "instance_store: mount_point /etc is a system folder"),
+        ({"instance_store": dict(STORE, devices=["/tmp/disk.img"])}, "instance_store: devices item"),
+        ({"instance_store": dict(STORE, label="llm serve")}, "instance_store: label"),
+        ({"instance_store": dict(STORE, fstype="btrfs")}, "instance_store: fstype must be one of"),
+        ({"instance_store": dict(STORE, force="yes")}, "instance_store.force must be a bool"),
+        ({"instance_store": {"devices": []}}, "instance_store: missing key"),
     ],
 )
 def test_each_class_of_bad_configuration_is_named(change, named):
@@ -154,7 +162,8 @@ def test_up_to_date_says_nothing_was_downloaded(capsys):
     status, _calls, lines = _run([dict(RESULT, changed=False)], capsys)
 
     assert status == 0
-    assert re.match(r"up to date: version=ab12 at /m/current, verified, nothing downloaded \(2 files", lines[-1])
+    assert re.match(r"up to date: version=ab12 at /m/current, whole against its manifest, nothing downloaded "
+                    r"\(2 files", lines[-1])
 
 
 def test_keys_come_only_from_the_named_file_and_never_reach_a_message(tmp_path):
@@ -170,3 +179,75 @@ def test_keys_come_only_from_the_named_file_and_never_reach_a_message(tmp_path):
     with pytest.raises(boot.ConfigError, match=r"unreadable \(JSONDecodeError\)") as raised:
         boot.given_credentials(str(path))
     assert "secret" not in str(raised.value).replace(str(path), "")  # the file's content never reaches the message
+
+
+class FakeStoreHost:
+    """InstanceStoreHost's prepare and run, as the boot CLI uses them."""
+
+    def __init__(self, result=None, error=None):
+        self.result, self.error, self.commands = result, error, []
+
+    def prepare(self, *args):
+        self.commands.append(("prepare",) + args)
+        if self.error:
+            raise self.error
+        return self.result
+
+    def run(self, command):
+        self.commands.append(tuple(command))
+        return ""
+
+
+PREPARED = {"device": "/dev/nvme1n1", "devices": ["/dev/nvme1n1"], "fstype": "ext4", "created_raid": False,
+            "formatted": True}
+
+
+def test_a_blank_store_is_formatted_then_mounted_through_its_mount_unit(capsys):
+    from ansible_collections.llmserve.aws.plugins.module_utils import _nvme
+
+    state = {"mounted": False}
+    host = FakeStoreHost(PREPARED)
+
+    def mount(device):
+        state["mounted"] = True
+
+    config = dict(GOOD, instance_store=STORE)
+    assert boot.prepare_instance_store(config, host, lambda point: state["mounted"], mount) == 0
+    assert host.commands == [("prepare", [], "ext4", "llmserve", "llmserve", False, False)]
+    out = capsys.readouterr().out
+    assert "instance store: ext4 on /dev/nvme1n1 (/dev/nvme1n1, formatted: it was blank)" in out
+    assert "instance store: mounted at /mnt/nvme" in out
+    # The default mount joins the role's mount unit (by label) instead of mounting a second time.
+    default = FakeStoreHost(PREPARED)
+    calls = iter([False, True])
+    assert boot.prepare_instance_store(config, default, lambda point: next(calls)) == 0
+    assert default.commands[-1] == ("systemctl", "start", _nvme.mount_unit_name("/mnt/nvme"))
+
+
+def test_a_store_that_does_not_mount_or_cannot_be_made_fails_with_what_stays_down(capsys):
+    from ansible_collections.llmserve.aws.plugins.module_utils import _nvme
+
+    config = dict(GOOD, instance_store=STORE)
+    assert boot.prepare_instance_store(config, FakeStoreHost(PREPARED), lambda point: False, lambda device: None) == 1
+    assert "is not mounted at /mnt/nvme after mounting it" in capsys.readouterr().out
+    refused = FakeStoreHost(error=_nvme.InstanceStoreError("/dev/nvme1n1 already holds a filesystem (xfs)"))
+    assert boot.prepare_instance_store(config, refused, lambda point: False, lambda device: None) == 1
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("FAILED: instance store: /dev/nvme1n1 already holds a filesystem (xfs).")
+    assert line.endswith("`systemctl start vllm.service`")
+
+
+def test_no_managed_store_or_no_device_is_nothing_to_do(capsys):
+    assert boot.prepare_instance_store(dict(GOOD), FakeStoreHost(error=AssertionError("not called"))) == 0
+    none = FakeStoreHost(dict(PREPARED, device=None, devices=[]))
+    assert boot.prepare_instance_store(dict(GOOD, instance_store=STORE), none, lambda point: False) == 0
+    assert "none on this instance type" in capsys.readouterr().out
+
+
+def test_is_mounted_reads_mountinfo_with_its_escapes(tmp_path):
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text("36 35 98:0 / /mnt/nvme rw,noatime shared:1 - ext4 /dev/nvme1n1 rw\n"
+                         "37 35 98:1 / /mnt/with\\040space rw - ext4 /dev/nvme2n1 rw\n")
+    assert boot.is_mounted("/mnt/nvme", str(mountinfo))
+    assert boot.is_mounted("/mnt/with space", str(mountinfo))
+    assert not boot.is_mounted("/mnt", str(mountinfo))

@@ -24,11 +24,15 @@ import argparse
 import json
 import os
 import re
+import shutil
+import subprocess
 import sys
 import threading
 import time
 
+from ansible_collections.llmserve.aws.plugins.module_utils import _nvme
 from ansible_collections.llmserve.aws.plugins.module_utils import _validate as grammar
+from ansible_collections.llmserve.aws.plugins.module_utils._instance_store import InstanceStoreHost
 from ansible_collections.llmserve.aws.plugins.module_utils._model_sync import manifest as mm
 from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.manifest import ManifestError
 from ansible_collections.llmserve.aws.plugins.module_utils._model_sync.module import common_option_errors
@@ -47,12 +51,15 @@ CONFIG_TYPES = {
     "source": str, "dest": str, "exclude": list, "engine": str, "workers": int, "concurrency": int,
     "part_size_mib": int, "verify": str, "keep_versions": int, "min_free_mib": int, "region": str,
     "endpoint_url": str, "timeout_s": int, "retry_for_s": int, "retry_interval_s": int, "progress_interval_s": int,
-    "required_by": list, "credentials_file": str,
+    "required_by": list, "credentials_file": str, "instance_store": dict,
 }
+# The instance_store object when the role manages one ({} otherwise): the instance_store module's options.
+STORE_TYPES = {"devices": list, "fstype": str, "label": str, "raid_name": str, "force": bool, "mount_point": str}
 ENGINES = ("auto", "s5cmd", "boto3")
 VERIFY_METHODS = ("checksum", "size")
 # S3 answers that another try cannot change: the operator has to act (grant, fix the name, fix the keys).
 FINAL_S3_CODES = frozenset(DENIED_CODES + CREDENTIAL_CODES + ("NoSuchBucket",))
+COMMAND_TIMEOUT_S = 600  # one lsblk, blkid, mdadm, mkfs or mount (mkfs of a multi-TB array without discard)
 SERVICE_UNIT = re.compile(r"\A[A-Za-z0-9_.@-]{1,200}\.service\Z")
 
 
@@ -90,10 +97,32 @@ def config_errors(config):
         errors.append(grammar.control_character(key, config[key]))
     if config["credentials_file"]:
         errors.append(grammar.absolute_path("credentials_file", config["credentials_file"], allow_root=False))
+    errors += store_errors(config["instance_store"])
     for unit in config["required_by"]:
         if not isinstance(unit, str) or not SERVICE_UNIT.match(unit):
             errors.append("required_by item %r must be a service unit name such as vllm.service" % (unit,))
     return [error for error in errors if error]
+
+
+def store_errors(store):
+    """Errors in the instance_store object (empty: none managed), each naming its key."""
+    if not store:
+        return []
+    errors = ["instance_store: unknown key %r" % key for key in sorted(set(store) - set(STORE_TYPES))]
+    errors += ["instance_store: missing key %r" % key for key in sorted(set(STORE_TYPES) - set(store))]
+    if errors:
+        return errors
+    for key, kind in STORE_TYPES.items():
+        if not isinstance(store[key], kind) or (kind is not bool and isinstance(store[key], bool)):
+            errors.append("instance_store.%s must be a %s, got %r" % (key, kind.__name__, store[key]))
+    if errors:
+        return errors
+    options = {"devices": store["devices"], "fstype": store["fstype"], "label": store["label"],
+               "raid_name": store["raid_name"], "mount_point": store["mount_point"]}
+    errors = _nvme.validate_options(options)
+    if store["fstype"] not in _nvme.FSTYPES:
+        errors.append("fstype must be one of %s, got %r" % (", ".join(_nvme.FSTYPES), store["fstype"]))
+    return ["instance_store: %s" % error for error in errors]
 
 
 def load_config(path):
@@ -111,7 +140,7 @@ def load_config(path):
 
 def is_final(error):
     """True for a failure another try cannot fix: a bad manifest or store, or S3 refusing on principle."""
-    if isinstance(error, (ConfigError, ManifestError, StoreError)):
+    if isinstance(error, (ConfigError, ManifestError, StoreError, _nvme.InstanceStoreError)):
         return True
     return isinstance(error, S3SyncError) and error.code in FINAL_S3_CODES
 
@@ -208,7 +237,7 @@ def sync_once(config):
 
 def _summary(result):
     if not result["changed"]:
-        return "up to date: version=%s at %s, verified, nothing downloaded (%d files, %s)" % (
+        return "up to date: version=%s at %s, whole against its manifest, nothing downloaded (%d files, %s)" % (
             result["version"], result["model_path"], result["files"], mm.human_bytes(result["total_bytes"]))
     return "synced: version=%s at %s (was %s), downloaded %d of %d files (%s) with %s, in %.1f s" % (
         result["version"], result["model_path"], result["previous_version"] or "none", len(result["downloaded"]),
@@ -250,15 +279,70 @@ def run(config, sync=sync_once, clock=time.monotonic, sleep=time.sleep):
         return 0
 
 
+def _run_command(argv):
+    completed = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               universal_newlines=True, timeout=COMMAND_TIMEOUT_S, check=False)
+    return completed.returncode, completed.stdout, completed.stderr
+
+
+def is_mounted(mount_point, mountinfo="/proc/self/mountinfo"):
+    """Whether something is mounted at mount_point (mountinfo's fifth field, with its octal escapes)."""
+    with open(mountinfo) as handle:
+        for line in handle:
+            fields = line.split(" ")
+            if len(fields) > 4 and fields[4].encode().decode("unicode_escape") == mount_point:
+                return True
+    return False
+
+
+def prepare_instance_store(config, host=None, mounted=is_mounted, mount=None):
+    """Give a blank instance store (after a stop and start) its filesystem again and mount it; 0 when the store is
+    ready (or none is managed), 1 with the reason logged.
+
+    The role's mount unit mounts by label, so it waits for the filesystem made here and mounts it: ``mount``
+    (default: ``systemctl start`` of that unit) joins that job instead of mounting a second time."""
+    store = config["instance_store"]
+    if not store:
+        return 0
+    host = host or InstanceStoreHost(_run_command, shutil.which)
+    if mount is None:
+        def mount(_device):
+            host.run(["systemctl", "start", _nvme.mount_unit_name(store["mount_point"])])
+    try:
+        result = host.prepare(store["devices"], store["fstype"], store["label"], store["raid_name"], store["force"],
+                              False)
+        if result["device"] is None:
+            log("instance store: none on this instance type; %s stays on the root volume" % store["mount_point"])
+            return 0
+        log("instance store: %s on %s (%s%s%s)" % (
+            result["fstype"], result["device"], ", ".join(result["devices"]),
+            ", RAID0 made" if result["created_raid"] else "", ", formatted: it was blank" if result["formatted"]
+            else ", kept"))
+        if not mounted(store["mount_point"]):
+            mount(result["device"])
+            if not mounted(store["mount_point"]):
+                raise _nvme.InstanceStoreError("%s is not mounted at %s after mounting it" % (
+                    result["device"], store["mount_point"]))
+            log("instance store: mounted at %s" % store["mount_point"])
+    except (_nvme.InstanceStoreError, IOError, OSError, subprocess.SubprocessError) as error:
+        log("FAILED: instance store: %s. %s" % (error, _stop_what(config)))
+        return 1
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Sync the model from S3 before vLLM starts (llmserve.aws boot path)")
     parser.add_argument("--config", required=True, help="the JSON file the model_sync role writes")
+    parser.add_argument("--prepare-instance-store", action="store_true",
+                        help="only prepare and mount the instance store (run as root, outside the sync's sandbox)")
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
     except ConfigError as error:
         log("FAILED: %s" % error)
         return 2
+    if args.prepare_instance_store:
+        return prepare_instance_store(config)
     # The hard bound: a transfer still running at timeout_s ends the run with a line that says so (systemd's own
     # TimeoutStartSec, a little later, is the backstop; it then stops what this process started).
     timer = threading.Timer(config["timeout_s"], _give_up, (config,))
@@ -266,9 +350,6 @@ def main(argv=None):
     timer.start()
     try:
         return run(config)
-    except ConfigError as error:
-        log("FAILED: %s. %s" % (error, _stop_what(config)))
-        return 2
     finally:
         timer.cancel()
 

@@ -89,3 +89,46 @@ def test_several_devices_become_one_raid0(run_module, loop_devices):
 def test_no_instance_store_is_a_noop(run_module):
     result = run_module("instance_store", {"mount_point": "/mnt/nvme"})
     assert result["changed"] is False and result["devices"] == [] and result["device"] is None
+
+
+def test_the_boot_path_makes_a_blank_store_again_and_keeps_a_prepared_one(loop_devices, tmp_path, capsys):
+    """What llmserve-model-sync.service's first step does on every boot (_model_sync/boot.py
+    --prepare-instance-store), with real lsblk, blkid, mkfs and mount: blank (a first boot, or after a stop and
+    start) -> formatted with the role's label and mounted; prepared (a reboot) -> kept, its files with it."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3] / ".collections"))
+    from ansible_collections.llmserve.aws.plugins.module_utils._model_sync import boot
+
+    (device,) = loop_devices()
+    mount_point = tmp_path / "nvme"
+    store = {"devices": [device], "fstype": "ext4", "label": "llmserve", "raid_name": "llmserve", "force": False,
+             "mount_point": str(mount_point)}
+    config = {"instance_store": store, "required_by": ["vllm.service"]}
+
+    def mount(target):  # what the role's mount unit does (by label) once the filesystem is there
+        mount_point.mkdir(exist_ok=True)
+        subprocess.run(["mount", "-o", "noatime", "LABEL=llmserve", str(mount_point)], check=True)
+        assert target == device
+
+    try:
+        assert boot.prepare_instance_store(config, mount=mount) == 0
+        assert "formatted: it was blank" in capsys.readouterr().out
+        probe = subprocess.run(["blkid", "-p", "-o", "export", device], capture_output=True, text=True,
+                               check=False).stdout
+        assert "TYPE=ext4" in probe and "LABEL=llmserve" in probe
+        assert boot.is_mounted(str(mount_point))
+        (mount_point / "weights.safetensors").write_text("kept across a reboot")
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+        assert boot.prepare_instance_store(config, mount=mount) == 0  # a reboot: the store kept its filesystem
+        assert ", kept)" in capsys.readouterr().out
+        assert (mount_point / "weights.safetensors").read_text() == "kept across a reboot"
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+        subprocess.run(["wipefs", "--all", "--quiet", device], check=True)  # a stop and start: blank again
+        assert boot.prepare_instance_store(config, mount=mount) == 0
+        assert "formatted: it was blank" in capsys.readouterr().out
+        assert not (mount_point / "weights.safetensors").exists()
+    finally:
+        subprocess.run(["umount", str(mount_point)], capture_output=True, check=False)
