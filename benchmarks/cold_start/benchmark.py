@@ -78,13 +78,18 @@ def awscli_venv() -> Path:
     return venv
 
 
-def runai_lib(workdir: Path) -> Path:
-    """The runai model streamer wheels (with S3) in a folder of their own, put on vLLM's PYTHONPATH for (d)."""
-    target = workdir / "runai-lib"
+def runai_lib() -> Path:
+    """The runai model streamer wheels (with S3) in a folder of their own in the bench cache, which the host sees at
+    the same path, put on vLLM's PYTHONPATH for (d)."""
+    target = CACHE / "runai-streamer-0.17.1"
+    if (target / ".complete").exists():
+        return target
+    shutil.rmtree(target, ignore_errors=True)
     # torch and numpy come from vLLM's venv; the rest (the S3 plugin pulls config files with boto3) goes here.
     run(str(Path(os.environ["LLMSERVE_VLLM_VENV"]) / "bin" / "pip"), "install", "-q", "--no-deps", "--target",
         str(target), "runai-model-streamer==0.17.1", "runai-model-streamer-s3==0.17.1", "humanize==4.12.3",
         "boto3==1.44.8", "botocore==1.44.8", "s3transfer==0.19.3")
+    (target / ".complete").touch()
     return target
 
 
@@ -151,11 +156,12 @@ def converge(model_dir: Path, endpoint: str, port: int, served: str) -> tuple[st
              "model_sync_region": REGION, "model_sync_aws_access_key": ACCESS_KEY,
              "model_sync_aws_secret_key": SECRET_KEY, "model_sync_dest": f"{INSTANCE_STORE_MOUNT}/models/{model_dir.name}",
              "vllm_service_port": port, "vllm_service_served_model_name": served}
+    # The interpreter as configuration, not an extra var: the roles' tasks that run in their venvs set their own.
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO / ".collections"), ANSIBLE_NOCOLOR="1",
-               ANSIBLE_PIPELINING="1")
+               ANSIBLE_PIPELINING="1", ANSIBLE_PYTHON_INTERPRETER="/usr/bin/python3")
     log(f"converging a host for {model_dir.name} (model_sync + vllm_service)")
     run(str(Path(sys.executable).parent / "ansible-playbook"), "-i", f"{NAME},", "-c", "community.docker.docker",
-        "-e", "ansible_python_interpreter=/usr/bin/python3", "-e", json.dumps(extra),
+        "-e", json.dumps(extra),
         str(Path(__file__).parent / "converge.yml"), env=env, timeout=1800)
     argv = docker("exec", NAME, "systemctl", "show", "vllm", "-p", "ExecStart", "--value")
     argv = argv.split("argv[]=", 1)[1].split(" ; ", 1)[0].split()
@@ -184,8 +190,23 @@ def path_manual(model_dir, endpoint, port, argv, environment, awscli) -> dict:
     return phases(t0, t_boot, t_sync, port, argv)
 
 
+def vllm_alive() -> bool:
+    return docker("exec", NAME, "pgrep", "-f", "vllm.entrypoints", check=False).strip() != ""
+
+
 def phases(t0, t_boot, t_sync, port, argv) -> dict:
-    t_load = wait("vLLM's /health", lambda: healthy(port))
+    seen = []  # vLLM's process was seen: its absence after that is an exit, not a start still to come
+
+    def up():
+        if healthy(port):
+            return True
+        if vllm_alive():
+            seen.append(True)
+        elif seen:
+            raise RuntimeError("vLLM exited before /health answered")
+        return False
+
+    t_load = wait("vLLM's /health", up)
     t_first = first_token(port, argv[argv.index("--served-model-name") + 1])
     return {"boot_s": t_boot - t0, "sync_s": t_sync - t0, "load_s": t_load - t_sync, "first_token_s": t_first - t_load,
             "total_s": t_first - t0}
@@ -240,7 +261,7 @@ def main() -> int:
     data = workdir / "s3" / BUCKET
     data.mkdir(parents=True)
     rclone, endpoint = start_rclone(tools, workdir / "s3", workdir / "rclone.log")
-    lib = runai_lib(workdir) if args.runai else None
+    lib = runai_lib() if args.runai else None
     port = free_port()
     results, images = {}, []
     try:
