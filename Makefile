@@ -110,10 +110,6 @@ moto-up: venv ## local AWS (moto + AWS-behaviour extensions) in the background; 
 moto-down: ## stop the local AWS started by moto-up
 	python tests/bench/moto_server.py --stop --pid-file .build/moto.pid
 
-.PHONY: bench-model-sync
-bench-model-sync: venv bench ## benchmark: model sync vs s5cmd and aws s3 sync, CPU- and network-bound (BENCH_ARGS=...)
-	python benchmarks/model_sync/benchmark.py $(BENCH_ARGS)
-
 .PHONY: bench-cold-start
 bench-cold-start: venv bench ## benchmark: host start to first token, manual vs boot path vs baked image (BENCH_ARGS=...)
 	$(BENCH_ENV) python benchmarks/cold_start/benchmark.py $(BENCH_ARGS)
@@ -132,8 +128,8 @@ demo-clean: venv ## remove what `make demo` made (the host container, the local 
 	rm -rf .build/alb .build/demo-alb-tls
 
 .PHONY: benchmark-model-sync
-benchmark-model-sync: venv ## benchmark: model_sync vs s5cmd vs aws s3 sync on a local S3 (not part of make test)
-	python benchmarks/model_sync/benchmark.py
+benchmark-model-sync: venv ## benchmark: model_sync vs s5cmd vs aws s3 sync, CPU- and network-bound (BENCH_ARGS=...)
+	python benchmarks/model_sync/benchmark.py $(BENCH_ARGS)
 
 .PHONY: test-watcher-pythons
 test-watcher-pythons: ## the spot watcher's unit tests under Python 3.9 and 3.10 (AL2023, Ubuntu 22.04; cached venvs)
