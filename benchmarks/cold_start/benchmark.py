@@ -23,7 +23,6 @@ It needs the bench (docker, the host image, the vLLM venv, the wheelhouse); it r
 """
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -38,7 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 from benchmarks.model_sync.benchmark import ACCESS_KEY, BUCKET, REGION, SECRET_KEY, free_port, s3_tools  # noqa: E402
-from benchmarks.model_sync.benchmark import start_rclone  # noqa: E402
+from benchmarks.model_sync.benchmark import awscli_venv, start_rclone  # noqa: E402
 from tests.bench.fleet_launcher import INSTANCE_STORE_MOUNT, host_run_options  # noqa: E402
 
 CACHE = Path(os.environ.get("LLMSERVE_CACHE", Path.home() / ".cache" / "llmserve-aws"))
@@ -63,19 +62,6 @@ def run(*command, check=True, timeout=1800, **kwargs):
 
 def docker(*args, check=True, timeout=600):
     return run("docker", *args, check=check, timeout=timeout)
-
-
-def awscli_venv() -> Path:
-    """AWS CLI v1 (requirements/awscli-bench.txt) built with Debian's Python, so the bench host runs it."""
-    requirements = REPO / "requirements" / "awscli-bench.txt"
-    venv = CACHE / f"awscli-host-{hashlib.sha256(requirements.read_bytes()).hexdigest()[:12]}"
-    if not (venv / ".complete").exists():
-        log(f"building {venv}")
-        shutil.rmtree(venv, ignore_errors=True)
-        run(BASE_PYTHON, "-m", "venv", str(venv))
-        run(str(venv / "bin" / "pip"), "install", "-q", "-r", str(requirements))
-        (venv / ".complete").touch()
-    return venv
 
 
 def runai_lib() -> Path:
@@ -256,7 +242,8 @@ def main() -> int:
         if not os.environ.get(name):
             parser.error(f"{name} is not set: run through `make bench-cold-start`, which exports the bench's parts")
 
-    tools, awscli = s3_tools(), awscli_venv()
+    # Built with Debian's Python, so the bench host runs it from the cache mount.
+    tools, awscli = s3_tools(), awscli_venv(BASE_PYTHON, "awscli-host")
     workdir = Path(tempfile.mkdtemp(prefix="benchmark-cold-start-", dir=args.workdir))
     data = workdir / "s3" / BUCKET
     data.mkdir(parents=True)

@@ -54,16 +54,17 @@ def s3_tools() -> Path:
     return Path(out.stdout.strip().splitlines()[-1])
 
 
-def awscli_venv() -> Path:
+def awscli_venv(python: str = sys.executable, name: str = "awscli") -> Path:
+    """AWS CLI v1 (requirements/awscli-bench.txt) in a cached venv built with ``python``."""
     requirements = REPO / "requirements" / "awscli-bench.txt"
     import hashlib
 
     digest = hashlib.sha256(requirements.read_bytes()).hexdigest()[:12]
-    venv = CACHE / f"awscli-{digest}"
+    venv = CACHE / f"{name}-{digest}"
     if not (venv / ".complete").exists():
         log(f"building {venv}")
         shutil.rmtree(venv, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([python, "-m", "venv", str(venv)], check=True)
         subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "-r", str(requirements)], check=True)
         (venv / ".complete").touch()
     return venv

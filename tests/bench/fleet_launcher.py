@@ -378,6 +378,8 @@ class FleetLauncher:
         self.serve_metadata = serve_metadata
         self.metadata: dict[str, ImdsEmulator] = {}  # instance id -> its IMDS emulator, while it runs
         self._clients: dict[str, Any] = {}  # region -> EC2 client, made once: a pass runs every second
+        # AMI ids whose image this launcher committed or found: not asked of docker again in every pass.
+        self._baked: set[str] = set()
 
     def _ec2(self, region: str) -> Any:
         if region not in self._clients:
@@ -415,7 +417,11 @@ class FleetLauncher:
         for region in self.regions:
             for image in self._ec2(region).describe_images(Owners=["self"])["Images"]:
                 host = by_instance.get(image.get("SourceInstanceId", ""))
-                if host is not None and not self.containers.baked_image(image["ImageId"]):
+                if host is None or image["ImageId"] in self._baked:
+                    continue
+                if self.containers.baked_image(image["ImageId"]):
+                    self._baked.add(image["ImageId"])  # committed by an earlier launcher
+                else:
                     due.append((host, image["ImageId"]))
         return due
 
@@ -451,6 +457,7 @@ class FleetLauncher:
         # Images first: an instance launched from a new AMI in this same pass boots from it.
         for host, image_id in self.images_to_commit(hosts):
             done.committed.append(self.containers.commit(host, image_id))
+            self._baked.add(image_id)
             self.log(f"fleet_launcher: committed {host.name} as {done.committed[-1]} (CreateImage {image_id})")
         steps = plan(instances, hosts)
         for host in steps.remove:
