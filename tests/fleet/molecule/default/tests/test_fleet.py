@@ -506,8 +506,13 @@ def stop_instance(instance: dict) -> None:
 
 
 def host_runs(instance_id: str) -> bool:
-    """The instance's container runs (systemd may still be starting: the boot sync holds multi-user.target)."""
-    return [host.state for host in CONTAINERS.hosts() if host.instance_id == instance_id] == ["running"]
+    """The instance's container runs and its systemd answers on the bus (it may still be starting: the boot sync
+    holds multi-user.target). Until the bus is up, systemctl prints "offline" and fails."""
+    if [host.state for host in CONTAINERS.hosts() if host.instance_id == instance_id] != ["running"]:
+        return False
+    completed = subprocess.run(["docker", "exec", container_name(instance_id), "systemctl", "is-system-running"],
+                               capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, check=False)  # fmt: skip
+    return completed.stdout.strip() not in ("", "offline")
 
 
 def start_instance(instance: dict) -> None:
