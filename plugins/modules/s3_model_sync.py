@@ -174,6 +174,13 @@ resumed:
   description: Files found in staging from an interrupted run and kept or verified instead of downloaded.
   returned: always
   type: int
+rechecked:
+  description:
+    - Files of the current model with the right size but another modification time than its manifest records
+      (an image or copy that kept whole seconds, or a local rewrite). Their content is verified again in place
+      and fetched only if that fails, into a repaired version folder.
+  returned: always
+  type: int
 verification:
   description: How the files checked by this run were verified, as method name to file count.
   returned: always

@@ -84,7 +84,7 @@ def assert_stopped_in_time(bench, watcher):
     (notice,) = [event for event in watcher.named("notice") if event["kind"] == "spot"][-1:]
     deadline = epoch(notice["deadline"])
     stop_by = deadline - STOP_MARGIN_S
-    assert epoch(requested["time"]) <= stop_by + LATENESS_S, (requested, notice)
+    assert epoch(requested["time"]) <= stop_by + LATENESS_S, (requested, notice, watcher.log_tail())
     spot_bench.wait_until(lambda: stops_recorded(bench.marker) == 1, 10, "the stop command to run")
     assert watcher.process.poll() is None, watcher.log_tail()
     return requested

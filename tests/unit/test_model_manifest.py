@@ -84,8 +84,8 @@ class TestPlan:
 
     def test_first_sync_downloads_everything(self):
         plan = mm.plan_sync(self.remote, {}, {})
-        assert plan == {"download": ["a", "b", "c"], "unchanged": [], "delete": [], "download_bytes": 60,
-                        "total_bytes": 60}
+        assert plan == {"download": ["a", "b", "c"], "recheck": [], "unchanged": [], "delete": [],
+                        "download_bytes": 60, "total_bytes": 60}
 
     def test_nothing_changed_is_a_noop(self):
         local = {rel: local_entry(entry) for rel, entry in self.remote.items()}
@@ -103,13 +103,30 @@ class TestPlan:
         assert plan["download"] == ["b", "new"] and plan["unchanged"] == ["a", "c"] and plan["delete"] == ["gone"]
         assert plan["download_bytes"] == 27
 
-    def test_local_file_rewritten_or_missing_is_fetched_again(self):
+    def test_local_file_resized_or_missing_is_fetched_again(self):
         local = {rel: local_entry(entry) for rel, entry in self.remote.items()}
         stats = self.stats(local)
-        stats["a"] = (10, 222)  # same size, touched since verification
+        stats["a"] = (11, stats["a"][1])  # rewritten with another size, same mtime
         del stats["c"]  # deleted locally
         plan = mm.plan_sync(self.remote, local, stats)
-        assert plan["download"] == ["a", "c"] and plan["unchanged"] == ["b"]
+        assert plan["download"] == ["a", "c"] and plan["unchanged"] == ["b"] and plan["recheck"] == []
+
+    def test_local_file_with_another_mtime_is_rechecked_not_fetched(self):
+        local = {rel: local_entry(entry) for rel, entry in self.remote.items()}
+        stats = self.stats(local)
+        stats["a"] = (10, 222)  # same size, mtime changed (touched, or an image that kept whole seconds)
+        plan = mm.plan_sync(self.remote, local, stats)
+        assert plan["recheck"] == ["a"] and plan["download"] == [] and plan["unchanged"] == ["b", "c"]
+        assert plan["download_bytes"] == 0
+        assert not mm.is_noop(plan, mm.version_id(self.remote), mm.version_id(self.remote))
+
+    def test_a_changed_object_is_fetched_even_when_its_local_mtime_moved(self):
+        local = {rel: local_entry(entry) for rel, entry in self.remote.items()}
+        stats = self.stats(local)
+        stats["a"] = (10, 222)
+        remote = dict(self.remote, a=dict(self.remote["a"], etag="f" * 32))
+        plan = mm.plan_sync(remote, local, stats)
+        assert plan["download"] == ["a"] and plan["recheck"] == []
 
     def test_a_disagreeing_checksum_counts_as_changed(self):
         local = {rel: local_entry(dict(entry, checksums={"CRC32": "AAAAAA=="})) for rel, entry in self.remote.items()}

@@ -117,7 +117,7 @@ def _run(outcomes, capsys, **config):
 
 RESULT = {"changed": True, "version": "ab12", "model_path": "/m/current", "previous_version": None, "files": 2,
           "total_bytes": 10, "downloaded": ["a", "b"], "downloaded_bytes": 10, "engine": "s5cmd", "reused": 0,
-          "elapsed_s": 1.5}
+          "rechecked": 0, "elapsed_s": 1.5}
 
 
 def test_a_failure_that_can_pass_is_retried_until_it_does(capsys):

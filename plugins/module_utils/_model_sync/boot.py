@@ -239,9 +239,11 @@ def _summary(result):
     if not result["changed"]:
         return "up to date: version=%s at %s, whole against its manifest, nothing downloaded (%d files, %s)" % (
             result["version"], result["model_path"], result["files"], mm.human_bytes(result["total_bytes"]))
-    return "synced: version=%s at %s (was %s), downloaded %d of %d files (%s) with %s, in %.1f s" % (
-        result["version"], result["model_path"], result["previous_version"] or "none", len(result["downloaded"]),
-        result["files"], mm.human_bytes(result["downloaded_bytes"]), result["engine"], result["elapsed_s"])
+    return "synced: version=%s at %s (was %s), downloaded %d of %d files (%s) with %s, re-verified %d in place, " \
+        "in %.1f s" % (
+            result["version"], result["model_path"], result["previous_version"] or "none", len(result["downloaded"]),
+            result["files"], mm.human_bytes(result["downloaded_bytes"]), result["engine"], result["rechecked"],
+            result["elapsed_s"])
 
 
 def _stop_what(config):

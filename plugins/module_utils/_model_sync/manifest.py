@@ -195,23 +195,31 @@ def plan_sync(remote, local, local_stats):
 
     ``remote``: the prefix's manifest now. ``local``: the manifest stored with the current model ({} when none).
     ``local_stats``: ``{rel: (size, mtime_ns)}`` of the files present in the current model folder, so a file that
-    was deleted or rewritten locally since it was verified is fetched again (its recorded size/mtime differ).
+    was deleted or resized locally since it was verified is fetched again.
 
-    Returns ``{"download": [...], "unchanged": [...], "delete": [...], "download_bytes": n, "total_bytes": n}`` with
-    sorted relative paths; ``unchanged`` files are reused (hard-linked) into the new version.
+    A file of the right size whose mtime no longer matches goes to ``recheck``: its content is verified again in
+    place and fetched only if that fails. Its bytes may well be intact: an image or a copy that keeps whole
+    seconds (``docker commit``, tar, rsync without ``-t``) changes the mtime and nothing else, and re-reading a
+    large model costs far less than downloading it.
+
+    Returns ``{"download": [...], "recheck": [...], "unchanged": [...], "delete": [...], "download_bytes": n,
+    "total_bytes": n}`` with sorted relative paths; ``unchanged`` files are reused (hard-linked) into the new
+    version.
     """
-    download, unchanged = [], []
+    download, recheck, unchanged = [], [], []
     for rel in sorted(remote):
         entry = local.get(rel)
         stat = local_stats.get(rel)
-        intact = entry is not None and stat is not None and tuple(stat[:2]) == (entry.get("size"), entry.get("mtime_ns"))
-        if intact and same_content(remote[rel], entry):
+        if entry is None or stat is None or stat[0] != entry.get("size") or not same_content(remote[rel], entry):
+            download.append(rel)
+        elif stat[1] == entry.get("mtime_ns"):
             unchanged.append(rel)
         else:
-            download.append(rel)
+            recheck.append(rel)
     delete = sorted(set(local) - set(remote))
     return {
         "download": download,
+        "recheck": recheck,
         "unchanged": unchanged,
         "delete": delete,
         "download_bytes": sum(remote[rel]["size"] for rel in download),
@@ -226,7 +234,7 @@ def multipart_parts(etag):
 
 
 def is_noop(plan, local_version, remote_version):
-    return not plan["download"] and not plan["delete"] and local_version == remote_version
+    return not plan["download"] and not plan["recheck"] and not plan["delete"] and local_version == remote_version
 
 
 def multipart_part_sizes(size, parts):

@@ -286,11 +286,12 @@ class ModelStore(object):
             handle.write(json.dumps(record, sort_keys=True) + "\n")
         return record
 
-    def prepare_staging(self, remote, reuse_dir, reuse):
+    def prepare_staging(self, remote, reuse_dir, reuse, recheck=()):
         """Bring staging to: every file of ``remote`` either verified, to verify, or to fetch.
 
         ``reuse_dir``/``reuse``: files of the current version whose content is unchanged (rel -> the method that
-        verified them); they are hard-linked in.
+        verified them); they are hard-linked in. ``recheck``: files of the current version to verify again in
+        place (right size, other mtime); they are hard-linked in as unverified.
         Files a previous, interrupted run left are kept when the journal vouches for them (same ETag, size and
         mtime) or, when complete but unverified, handed back for verification. Anything else is removed.
         Returns ``(verified, to_verify, to_fetch)``; ``verified`` maps rel -> {"method", "mtime_ns"}.
@@ -330,16 +331,25 @@ class ModelStore(object):
             ),
         )
         for rel in reuse:
-            target = os.path.join(self.staging, rel)
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            source = os.path.join(reuse_dir, rel)
-            try:
-                os.link(source, target)
-            except OSError:
-                shutil.copy2(source, target)  # another filesystem: copy, keeping mtime
+            target = self._link_from(reuse_dir, rel)
             verified[rel] = {"method": reuse[rel], "mtime_ns": os.stat(target).st_mtime_ns}
+        for rel in recheck:
+            if rel not in verified and rel not in to_verify:  # an interrupted run's copy is already here
+                self._link_from(reuse_dir, rel)
+                to_verify.append(rel)
         to_fetch = sorted(set(remote) - set(verified) - set(to_verify))
         return verified, sorted(to_verify), to_fetch
+
+    def _link_from(self, folder, rel):
+        """``folder/rel`` into staging, hard-linked (copied, keeping mtime, across filesystems); its staged path."""
+        target = os.path.join(self.staging, rel)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        source = os.path.join(folder, rel)
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copy2(source, target)  # another filesystem: copy, keeping mtime
+        return target
 
     def discard_staged(self, rel):
         try:

@@ -123,6 +123,7 @@ class ModelSync(object):
             "reused": len(plan["unchanged"]),
             "deleted": plan["delete"],
             "resumed": 0,
+            "rechecked": len(plan["recheck"]),
             "verification": {},
             "pruned": [],
             "throughput_mb_s": None,
@@ -149,14 +150,15 @@ class ModelSync(object):
             return result
 
         reuse = dict((rel, local_files[rel].get("verified_by", mm.METHOD_SIZE)) for rel in plan["unchanged"])
-        verified, to_verify, to_fetch = store.prepare_staging(remote, current_dir, reuse)
-        result["resumed"] = len([rel for rel in verified if rel not in reuse]) + len(to_verify)
+        verified, to_verify, to_fetch = store.prepare_staging(remote, current_dir, reuse, plan["recheck"])
+        result["resumed"] = len([rel for rel in verified if rel not in reuse])
+        result["resumed"] += len([rel for rel in to_verify if rel not in plan["recheck"]])
         self._check_space(sum(remote[rel]["size"] for rel in to_fetch))
 
         # The checksums (HeadObject, after building a boto3 client: about 0.3 s of CPU) are fetched while the
         # transfer already runs; each landed file waits for them before it is verified. Nothing is published
         # before every file is verified against them, so starting early weakens no check.
-        specs = _Specs(self._describe, remote, plan["download"])
+        specs = _Specs(self._describe, remote, plan["download"] + plan["recheck"])
         already = sum(remote[rel]["size"] for rel in verified) + sum(remote[rel]["size"] for rel in to_verify)
         monitor = ProgressMonitor(store, plan["total_bytes"], len(remote), already, len(verified),
                                   progress_id=self.progress_id).start()

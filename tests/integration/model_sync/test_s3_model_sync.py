@@ -168,6 +168,37 @@ def test_locally_damaged_file_is_fetched_again(run_module, local_s3, tmp_path):
     assert tree(dest / "current") == files
 
 
+def test_files_whose_mtime_moved_are_verified_again_not_downloaded(run_module, local_s3, tmp_path):
+    """An image or copy that keeps whole seconds (the bench's docker commit, tar, rsync without -t) moves every
+    mtime: the content is checked in place against S3's checksums, nothing is downloaded, and a changed file of
+    the same size is fetched."""
+    files = model_files()
+    upload(local_s3, files, checksum={"model-00001-of-00002.safetensors": "CRC64NVME"})
+    dest = tmp_path / "dest"
+    first = sync(run_module, local_s3, dest)
+    for path in (dest / "current").rglob("*"):
+        if path.is_file():
+            stat = path.stat()
+            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns // 10**9 * 10**9 - 10**9))
+    shard = dest / "current" / "model-00002-of-00002.safetensors"
+    inode = shard.stat().st_ino
+    damaged = dest / "current" / "tokenizer.json"
+    damaged.write_bytes(damaged.read_bytes().replace(b"1", b"7", 1))  # same size, other bytes
+
+    result = sync(run_module, local_s3, dest)
+
+    assert result.get("failed") is not True, result
+    assert result["changed"] is True and result["version"] == first["version"]
+    assert result["rechecked"] == len(files) and result["downloaded"] == ["tokenizer.json"], result
+    assert result["verification"]["CRC64NVME"] == 1
+    assert tree(dest / "current") == files
+    assert shard.stat().st_ino == inode  # the repaired version links the same bytes: nothing was copied
+    assert os.readlink(dest / "current") == f"versions/{first['version']}-1"
+    assert sorted(os.listdir(dest / "versions")) == [f"{first['version']}-1"]
+    again = sync(run_module, local_s3, dest)
+    assert again["changed"] is False and again["rechecked"] == 0, again
+
+
 def test_check_mode_plans_and_changes_nothing(run_module, local_s3, tmp_path):
     files = model_files()
     upload(local_s3, files)
