@@ -67,14 +67,16 @@ def docker(*args, check=True, timeout=600):
 def runai_lib() -> Path:
     """The runai model streamer wheels (with S3) in a folder of their own in the bench cache, which the host sees at
     the same path, put on vLLM's PYTHONPATH for (d)."""
-    target = CACHE / "runai-streamer-0.17.1"
+    target = CACHE / "runai-streamer-0.17.1-botocore-deps"
     if (target / ".complete").exists():
         return target
     shutil.rmtree(target, ignore_errors=True)
     # torch and numpy come from vLLM's venv; the rest (the S3 plugin pulls config files with boto3) goes here.
     run(str(Path(os.environ["LLMSERVE_VLLM_VENV"]) / "bin" / "pip"), "install", "-q", "--no-deps", "--target",
         str(target), "runai-model-streamer==0.17.1", "runai-model-streamer-s3==0.17.1", "humanize==4.12.3",
-        "boto3==1.44.8", "botocore==1.44.8", "s3transfer==0.19.3")
+        "boto3==1.44.8", "botocore==1.44.8", "s3transfer==0.19.3",
+        # botocore's own dependencies (with --no-deps nothing brings them; vLLM's venv has urllib3)
+        "python-dateutil==2.9.0.post0", "six==1.17.0", "jmespath==1.1.0")
     (target / ".complete").touch()
     return target
 
@@ -252,17 +254,21 @@ def main() -> int:
     port = free_port()
     results, images = {}, []
     try:
+        # Every model is in the served folder before the first request: rclone keeps a folder's listing for its
+        # --dir-cache-time, so a model written after the first round would not be listed.
+        model_dirs = {}
         for model in args.models.split(","):
             if model == "smollm2":
-                model_dir = data / "SmolLM2-135M-Instruct"
-                shutil.copytree(os.environ["LLMSERVE_DEMO_MODEL"], model_dir)
+                model_dirs[model] = data / "SmolLM2-135M-Instruct"
+                shutil.copytree(os.environ["LLMSERVE_DEMO_MODEL"], model_dirs[model])
             elif model == "generated-2g":
-                model_dir = data / "generated-2g"
+                model_dirs[model] = data / "generated-2g"
                 log("generating a ~1.9 GB random Llama")
                 run(str(Path(os.environ["LLMSERVE_VLLM_VENV"]) / "bin" / "python"),
-                    str(REPO / "tests" / "bench" / "make_tiny_model.py"), str(model_dir), *BIG_MODEL)
+                    str(REPO / "tests" / "bench" / "make_tiny_model.py"), str(model_dirs[model]), *BIG_MODEL)
             else:
                 parser.error(f"unknown model {model!r}")
+        for model, model_dir in model_dirs.items():
             size = sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file())
             image, argv, environment = converge(model_dir, endpoint, port, model.replace("_", "-"))
             images.append(image)

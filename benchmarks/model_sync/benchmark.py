@@ -7,8 +7,8 @@ the CPU seconds each contender's processes used per GiB (user + system of the to
 for; the S3 server's own CPU is not counted).
 
 Two rounds of that: CPU-bound (the server unthrottled, so the 2 cores shared by server and client set the pace)
-and network-bound (rclone's --bwlimit at --link-rate-gbit, 2.5 Gbit/s by default: an instance's link to S3, with
-cores to spare).
+and network-bound (a second rclone with --bwlimit at --link-rate-gbit, 2.5 Gbit/s by default: an instance's link
+to S3, with cores to spare; the CRC64NVME set is uploaded through it too, so it serves that checksum as S3 does).
 
 - "model_sync": the llmserve.aws.s3_model_sync module as the role runs it (its venv's Python, role defaults):
   list, HeadObject, s5cmd transfer, verification of every file, manifest, atomic switch. Two object sets:
@@ -19,8 +19,8 @@ cores to spare).
 Then the unchanged re-sync: the module again on the synced folder (nothing to download).
 
 Not part of `make test`. Run: python3 benchmarks/model_sync/benchmark.py [--rounds 3] [--workdir DIR] [--baseline REF]
-It builds what it needs (tests/bench/s3_tools.sh, an awscli venv in the bench cache) and removes its ~2 GiB of
-shards and the downloads when it ends.
+It builds what it needs (tests/bench/s3_tools.sh, an awscli venv in the bench cache) and removes its shards (about
+6 GiB on disk with the copies, 8 GiB at the peak with a download) when it ends.
 """
 
 import argparse
@@ -119,15 +119,20 @@ def start_rclone(tools: Path, data: Path, log_file: Path, link_rate_gbit: float 
     raise RuntimeError("rclone serve s3 did not start: " + log_file.read_text()[-2000:])
 
 
-def prepare_objects(tools: Path, endpoint: str, data: Path, workdir: Path) -> None:
-    """model-md5/: shards written straight into the served folder (only an MD5 ETag); model-crc64/: the same
-    bytes uploaded through the S3 API with a CRC64NVME checksum (kept by rclone like S3 keeps it)."""
+def write_shards(data: Path) -> Path:
+    """model-md5/: shards written straight into the served folder (only an MD5 ETag); returns that folder."""
     folder = data / BUCKET / "model-md5"
     folder.mkdir(parents=True)
     for index in range(1, SHARDS + 1):
         with open(folder / f"shard-{index}.safetensors", "wb") as handle:
             for _chunk in range(SHARD_MIB // 64):
                 handle.write(os.urandom(64 * MIB))
+    return folder
+
+
+def upload_crc64_copy(tools: Path, endpoint: str, folder: Path, workdir: Path) -> None:
+    """model-crc64/: the shards of FOLDER uploaded through ENDPOINT's S3 API with a CRC64NVME checksum, which that
+    rclone keeps (in its memory) as S3 keeps it."""
     script = workdir / "upload.py"
     script.write_text(
         "import sys, boto3\n"
@@ -144,6 +149,14 @@ def prepare_objects(tools: Path, endpoint: str, data: Path, workdir: Path) -> No
         "    assert h.get('ChecksumCRC64NVME') and h.get('ChecksumType') in (None, 'FULL_OBJECT'), h\n"
     )
     subprocess.run([str(tools / "bin" / "python"), str(script), *map(str, sorted(folder.iterdir()))], check=True)
+
+
+def linked_copy(folder: Path, data: Path) -> None:
+    """FOLDER's files hard-linked under another served folder DATA (same bucket and prefix), no bytes copied."""
+    target = data / folder.relative_to(folder.parents[1])
+    target.mkdir(parents=True)
+    for path in folder.iterdir():
+        os.link(path, target / path.name)
 
 
 def warm_etags(tools: Path, endpoint: str, workdir: Path) -> None:
@@ -218,12 +231,21 @@ def main() -> int:
     load_at_start = os.getloadavg()
     try:
         log(f"writing {SHARDS} x {SHARD_MIB} MiB shards and uploading a CRC64NVME copy")
-        prepare_objects(tools, endpoint, data, workdir)
+        shards = write_shards(data)
+        upload_crc64_copy(tools, endpoint, shards, workdir)
         conditions = {f"CPU-bound: {SHARDS} x {SHARD_MIB} MiB on rclone serve s3 (127.0.0.1), "
                       f"{os.cpu_count()} CPU cores shared by server and client": endpoint}
         if args.link_rate_gbit:
-            limited, limited_endpoint = start_rclone(tools, data, workdir / "rclone-limited.log", args.link_rate_gbit)
+            # A server of its own, on its own folder: the MD5 shards linked in, the CRC64NVME copy uploaded through
+            # it (rclone keeps a PUT's checksum in the memory of the process that took the PUT).
+            limited_data = workdir / "s3-limited"
+            linked_copy(shards, limited_data)
+            limited, limited_endpoint = start_rclone(tools, limited_data, workdir / "rclone-limited.log",
+                                                     args.link_rate_gbit)
             servers.append(limited)
+            log("uploading the CRC64NVME copy through the capped server too")
+            upload_crc64_copy(tools, limited_endpoint, shards, workdir)
+            warm_etags(tools, limited_endpoint, workdir)
             conditions[f"network-bound: the same, the server capped at {args.link_rate_gbit:g} Gbit/s "
                        f"(rclone --bwlimit)"] = limited_endpoint
         pythonpath = module_path(workdir / "pythonpath")

@@ -20,7 +20,8 @@ GOOD = {
     "workers": 8, "concurrency": 16, "part_size_mib": 50, "verify": "checksum", "keep_versions": 1,
     "min_free_mib": 1024, "region": "us-east-1", "endpoint_url": "", "timeout_s": 3600, "retry_for_s": 600,
     "retry_interval_s": 10, "progress_interval_s": 10, "required_by": ["vllm.service"],
-    "credentials_file": "/etc/llmserve/model-sync-aws.json", "instance_store": {},
+    "credentials_file": "/etc/llmserve/model-sync-aws.json", "imds_endpoint": "http://169.254.169.254",
+    "instance_store": {},
 }
 STORE = {"devices": [], "fstype": "ext4", "label": "llmserve", "raid_name": "llmserve", "force": False,
          "mount_point": "/mnt/nvme"}
@@ -59,6 +60,10 @@ def test_the_role_writes_exactly_the_keys_the_cli_reads():
         ({"required_by": ["../vllm.service"]}, "required_by item"),
         ({"credentials_file": "etc/keys.json"}, "credentials_file"),
         ({"credentials_file": "/etc/keys\n.json"}, "credentials_file"),
+        ({"imds_endpoint": "169.254.169.254"}, "imds_endpoint must be http(s)://host[:port]"),
+        ({"imds_endpoint": "http://169.254.169.254/latest"}, "imds_endpoint"),
+        ({"imds_endpoint": "http://169.254.169.254\nX: 1"}, "imds_endpoint"),
+        ({"imds_endpoint": "file:///etc/passwd"}, "imds_endpoint"),
         ({"instance_store": dict(STORE, mount_point="/etc")}, "instance_store: mount_point /etc is a system folder"),
         ({"instance_store": dict(STORE, devices=["/tmp/disk.img"])}, "instance_store: devices item"),
         ({"instance_store": dict(STORE, label="llm serve")}, "instance_store: label"),

@@ -51,7 +51,7 @@ CONFIG_TYPES = {
     "source": str, "dest": str, "exclude": list, "engine": str, "workers": int, "concurrency": int,
     "part_size_mib": int, "verify": str, "keep_versions": int, "min_free_mib": int, "region": str,
     "endpoint_url": str, "timeout_s": int, "retry_for_s": int, "retry_interval_s": int, "progress_interval_s": int,
-    "required_by": list, "credentials_file": str, "instance_store": dict,
+    "required_by": list, "credentials_file": str, "imds_endpoint": str, "instance_store": dict,
 }
 # The instance_store object when the role manages one ({} otherwise): the instance_store module's options.
 STORE_TYPES = {"devices": list, "fstype": str, "label": str, "raid_name": str, "force": bool, "mount_point": str}
@@ -61,6 +61,7 @@ VERIFY_METHODS = ("checksum", "size")
 FINAL_S3_CODES = frozenset(DENIED_CODES + CREDENTIAL_CODES + ("NoSuchBucket",))
 COMMAND_TIMEOUT_S = 600  # one lsblk, blkid, mdadm, mkfs or mount (mkfs of a multi-TB array without discard)
 SERVICE_UNIT = re.compile(r"\A[A-Za-z0-9_.@-]{1,200}\.service\Z")
+IMDS_ENDPOINT = re.compile(r"\Ahttps?://[A-Za-z0-9.:\[\]-]+\Z")
 
 
 class ConfigError(ValueError):
@@ -97,6 +98,8 @@ def config_errors(config):
         errors.append(grammar.control_character(key, config[key]))
     if config["credentials_file"]:
         errors.append(grammar.absolute_path("credentials_file", config["credentials_file"], allow_root=False))
+    if not IMDS_ENDPOINT.match(config["imds_endpoint"]):
+        errors.append("imds_endpoint must be http(s)://host[:port], got %r" % (config["imds_endpoint"],))
     errors += store_errors(config["instance_store"])
     for unit in config["required_by"]:
         if not isinstance(unit, str) or not SERVICE_UNIT.match(unit):
@@ -203,6 +206,8 @@ def _s3_client(config, botocore_config):
     import boto3  # in the role's venv; imported here so that checking the configuration needs no SDK
 
     keys = given_credentials(config["credentials_file"]) or {}
+    # Without keys, botocore's chain asks IMDS for the instance profile's credentials, here.
+    os.environ["AWS_EC2_METADATA_SERVICE_ENDPOINT"] = config["imds_endpoint"]
     session = boto3.session.Session(region_name=config["region"] or None, aws_access_key_id=keys.get("access_key"),
                                     aws_secret_access_key=keys.get("secret_key"),
                                     aws_session_token=keys.get("session_token") or None)

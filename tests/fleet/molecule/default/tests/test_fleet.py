@@ -74,6 +74,7 @@ WATCHER_CONFIG = "/etc/llmserve/spot-watcher.json"
 WATCHER_UNITS = ("llmserve-spot-watcher.service", "llmserve-vllm-stop.service", "llmserve-vllm-start.service",
                  "llmserve-alb-registration.service")
 BOOT_SYNC_UNIT = "llmserve-model-sync.service"  # model_sync's boot path, root without capabilities
+BOOT_SYNC_KEYS = "/etc/llmserve/model-sync-aws.json"  # where the role keeps keys it was given
 MAX_EXPOSURE = 2.0  # systemd-analyze security's score of each of them
 # The bench's endpoints for the roles, then this scenario's (the weights, the target group, the profile).
 SERVE_VARS = ["-e", "@" + str(REPO_ROOT / "inventories" / "local" / "group_vars" / "llmserve_bench.yml")]
@@ -271,6 +272,9 @@ def test_watcher_and_registration_units_run_unprivileged_hardened_and_imdsv2_onl
         assert unit_value(container, BOOT_SYNC_UNIT, "ActiveState") == "active"
         assert "up to date: version=" in journal(container, BOOT_SYNC_UNIT, 0)
         assert unit_value(container, BOOT_SYNC_UNIT, "CapabilityBoundingSet") == ""
+        # S3 credentials come from the instance profile (the host's IMDS), as on EC2: no keys kept on the host, so
+        # none in the images baked from it.
+        assert docker_exec(container, f"test -e {BOOT_SYNC_KEYS} && echo kept || echo none").strip() == "none"
         active = docker_exec(container, "systemctl is-active llmserve-spot-watcher.service llmserve-vllm-stop.path "
                                         "llmserve-vllm-start.path vllm.service; systemctl is-enabled "
                                         "llmserve-spot-watcher.service")  # fmt: skip
@@ -295,6 +299,7 @@ def test_watcher_and_registration_units_run_unprivileged_hardened_and_imdsv2_onl
         with urllib.request.urlopen(imds_url(instance) + "/_emulator/requests", timeout=10) as answer:
             reads = [entry for entry in json.load(answer) if entry["method"] == "GET"]
         assert reads, "nothing read IMDS"
+        assert [entry for entry in reads if entry["path"].startswith("/latest/meta-data/iam/security-credentials/")]
         assert [entry for entry in reads if not entry["had_token"]] == []
 
 
