@@ -209,7 +209,10 @@ def path_boot(image, port, argv, instance_store) -> dict:
     if result != "success":
         raise RuntimeError("the boot sync failed: " + docker("exec", NAME, "journalctl", "-u", "llmserve-model-sync",
                                                              "--no-pager", check=False))
-    return phases(t0, t_boot, t_sync, port, argv)
+    # What the sync did ("up to date", "synced ... downloaded n of m ... re-verified k in place"), for the log.
+    said = docker("exec", NAME, "journalctl", "-u", "llmserve-model-sync", "-o", "cat", "--no-pager", check=False)
+    said = [line for line in said.splitlines() if line.startswith(("up to date:", "synced:", "warning:"))]
+    return dict(phases(t0, t_boot, t_sync, port, argv), sync_said=" | ".join(said))
 
 
 def path_runai(model_dir, endpoint, port, argv, environment, lib) -> dict:
@@ -236,6 +239,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="smollm2,generated-2g", help="comma-separated: smollm2, generated-2g")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--paths", default="a,b,c,d", help="comma-separated letters of the paths to run (d needs --runai)")
     parser.add_argument("--runai", action="store_true", help="also (d): vLLM's runai_streamer from the local S3")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
@@ -281,6 +285,8 @@ def main() -> int:
             if lib:
                 paths["(d) runai_streamer from S3"] = lambda: path_runai(model_dir, endpoint, port, argv, environment,
                                                                          lib)
+            wanted = set(args.paths.split(","))
+            paths = {name: measure for name, measure in paths.items() if name[1] in wanted}
             measured = {name: [] for name in paths}
             for round_index in range(1, args.rounds + 1):
                 for name, measure in paths.items():
@@ -295,13 +301,14 @@ def main() -> int:
                     measured[name].append(figures)
             print(f"\n{model}: {size / 1e9:.2f} GB, one bench host (2 CPU cores), median of {args.rounds}")
             print(f"{'path':40} {'boot':>6} {'sync':>6} {'load':>6} {'1st tok':>8} {'total':>7} {'vs (a)':>7}")
-            manual = [r["total_s"] for r in measured[next(iter(paths))] if "total_s" in r]
+            manual = [r["total_s"] for name, runs in measured.items() if name.startswith("(a)") for r in runs
+                      if "total_s" in r]
             for name, runs in measured.items():
                 ok = [r for r in runs if "total_s" in r]
                 if not ok:
                     print(f"{name:40} failed: {runs[0]['error'].splitlines()[0][:80]}")
                     continue
-                med = {key: statistics.median(r[key] for r in ok) for key in ok[0]}
+                med = {key: statistics.median(r[key] for r in ok) for key in ok[0] if key.endswith("_s")}
                 ratio = f"{med['total_s'] / statistics.median(manual):6.2f}x" if manual else "     -"
                 print(f"{name:40} {med['boot_s']:6.1f} {med['sync_s']:6.1f} {med['load_s']:6.1f} "
                       f"{med['first_token_s']:8.2f} {med['total_s']:7.1f} {ratio}")

@@ -120,6 +120,26 @@ class TestPlan:
         assert plan["download_bytes"] == 0
         assert not mm.is_noop(plan, mm.version_id(self.remote), mm.version_id(self.remote))
 
+    def test_an_mtime_cut_to_whole_seconds_is_the_same_file(self):
+        local = {rel: local_entry(dict(entry)) for rel, entry in self.remote.items()}
+        for entry in local.values():
+            entry["mtime_ns"] = 1_764_900_000_123_456_789
+        stats = {rel: (entry["size"], 1_764_900_000_000_000_000) for rel, entry in local.items()}
+        stats["c"] = (30, 1_764_899_999_000_000_000)  # whole seconds, but another second: rechecked
+        plan = mm.plan_sync(self.remote, local, stats)
+        assert plan["unchanged"] == ["a", "b"] and plan["recheck"] == ["c"] and plan["download"] == []
+
+    @pytest.mark.parametrize(("found", "recorded", "same"), [
+        (5_000_000_000, 5_000_000_000, True),
+        (5_000_000_000, 5_999_999_999, True),
+        (5_000_000_001, 5_999_999_999, False),
+        (6_000_000_000, 5_999_999_999, False),
+        (5_000_000_000, None, False),
+        (None, 5_000_000_000, False),
+    ])
+    def test_same_mtime(self, found, recorded, same):
+        assert mm.same_mtime(found, recorded) is same
+
     def test_a_changed_object_is_fetched_even_when_its_local_mtime_moved(self):
         local = {rel: local_entry(entry) for rel, entry in self.remote.items()}
         stats = self.stats(local)

@@ -190,6 +190,14 @@ def total_size(manifest):
     return sum(entry["size"] for entry in manifest.values())
 
 
+def same_mtime(found_ns, recorded_ns):
+    """The file's mtime is the one recorded, or that one cut to whole seconds: a copy or image that keeps seconds
+    only (tar, ``docker commit``, FAT) moved nothing else (rsync's --modify-window, for the same reason)."""
+    if recorded_ns is None or found_ns is None:
+        return False
+    return found_ns == recorded_ns or (found_ns % 10 ** 9 == 0 and found_ns == recorded_ns - recorded_ns % 10 ** 9)
+
+
 def plan_sync(remote, local, local_stats):
     """Decide what moves.
 
@@ -197,10 +205,10 @@ def plan_sync(remote, local, local_stats):
     ``local_stats``: ``{rel: (size, mtime_ns)}`` of the files present in the current model folder, so a file that
     was deleted or resized locally since it was verified is fetched again.
 
-    A file of the right size whose mtime no longer matches goes to ``recheck``: its content is verified again in
-    place and fetched only if that fails. Its bytes may well be intact: an image or a copy that keeps whole
-    seconds (``docker commit``, tar, rsync without ``-t``) changes the mtime and nothing else, and re-reading a
-    large model costs far less than downloading it.
+    An mtime cut to whole seconds counts as the same (``same_mtime``). A file of the right size whose mtime
+    otherwise moved goes to ``recheck``: its content is verified again in place and fetched only if that fails.
+    Its bytes may well be intact (a copy that set a new mtime, such as rsync without ``-t``, or a ``touch``), and
+    re-reading a large model costs less than downloading it.
 
     Returns ``{"download": [...], "recheck": [...], "unchanged": [...], "delete": [...], "download_bytes": n,
     "total_bytes": n}`` with sorted relative paths; ``unchanged`` files are reused (hard-linked) into the new
@@ -212,7 +220,7 @@ def plan_sync(remote, local, local_stats):
         stat = local_stats.get(rel)
         if entry is None or stat is None or stat[0] != entry.get("size") or not same_content(remote[rel], entry):
             download.append(rel)
-        elif stat[1] == entry.get("mtime_ns"):
+        elif same_mtime(stat[1], entry.get("mtime_ns")):
             unchanged.append(rel)
         else:
             recheck.append(rel)

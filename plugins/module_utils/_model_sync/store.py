@@ -416,7 +416,8 @@ class ModelStore(object):
             return None
         stats = self.stat_files(folder, manifest["files"])
         for rel, entry in manifest["files"].items():
-            if stats.get(rel) != (entry["size"], entry.get("mtime_ns")):
+            stat = stats.get(rel)
+            if stat is None or stat[0] != entry["size"] or not mm.same_mtime(stat[1], entry.get("mtime_ns")):
                 return None
         return manifest
 

@@ -168,18 +168,26 @@ def test_locally_damaged_file_is_fetched_again(run_module, local_s3, tmp_path):
     assert tree(dest / "current") == files
 
 
+def set_mtimes(folder: Path, change) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            stat = path.stat()
+            os.utime(path, ns=(stat.st_atime_ns, change(stat.st_mtime_ns)))
+
+
 def test_files_whose_mtime_moved_are_verified_again_not_downloaded(run_module, local_s3, tmp_path):
-    """An image or copy that keeps whole seconds (the bench's docker commit, tar, rsync without -t) moves every
-    mtime: the content is checked in place against S3's checksums, nothing is downloaded, and a changed file of
-    the same size is fetched."""
+    """Mtimes cut to whole seconds (an image or copy that keeps seconds only: the bench's docker commit, tar) are
+    the same files: nothing to do. Mtimes moved otherwise (a copy that set new ones, a touch): the content is
+    checked in place against S3's checksums, nothing is downloaded, and a changed file of the same size is
+    fetched."""
     files = model_files()
     upload(local_s3, files, checksum={"model-00001-of-00002.safetensors": "CRC64NVME"})
     dest = tmp_path / "dest"
     first = sync(run_module, local_s3, dest)
-    for path in (dest / "current").rglob("*"):
-        if path.is_file():
-            stat = path.stat()
-            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns // 10**9 * 10**9 - 10**9))
+    set_mtimes(dest / "current", lambda ns: ns - ns % 10**9)
+    truncated = sync(run_module, local_s3, dest)
+    assert truncated["changed"] is False and truncated["rechecked"] == 0, truncated
+    set_mtimes(dest / "current", lambda ns: ns - 10**9)
     shard = dest / "current" / "model-00002-of-00002.safetensors"
     inode = shard.stat().st_ino
     damaged = dest / "current" / "tokenizer.json"
