@@ -71,8 +71,11 @@ def outcomes(tmp_path_factory):
     }
     playbook = tmp_path_factory.mktemp("model_sync_checks") / "checks.yml"
     playbook.write_text(json.dumps([play], indent=1))  # JSON is YAML
+    # Check mode: a check that let a bad value through would reach tasks that install and write, here changing
+    # nothing (and the case then fails on which task stopped it).
     completed = run_playbook(
-        "-i", "localhost,", "-c", "local", "-e", f"ansible_python_interpreter={sys.executable}", str(playbook),
+        "-i", "localhost,", "-c", "local", "--check", "-e", f"ansible_python_interpreter={sys.executable}",
+        str(playbook),
         env=ansible_env(ANSIBLE_NOCOLOR="1"), timeout_s=COMMAND_TIMEOUT_S,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-2000:]
