@@ -66,7 +66,7 @@ def outcomes(tmp_path_factory):
         "hosts": "localhost",
         "gather_facts": False,
         "vars": {"_outcomes": []},
-        "tasks": [_case_block(case_id, tasks_file, variables) for case_id, tasks_file, variables, _, _ in CASES]
+        "tasks": [_case_block(case[0], case[1], case[2]) for case in CASES]
         + [{"ansible.builtin.debug": {"msg": "OUTCOMES={{ _outcomes | to_json }}"}}],
     }
     playbook = tmp_path_factory.mktemp("model_sync_checks") / "checks.yml"
