@@ -37,7 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 from benchmarks.model_sync.benchmark import ACCESS_KEY, BUCKET, REGION, SECRET_KEY, free_port, s3_tools  # noqa: E402
-from benchmarks.model_sync.benchmark import awscli_venv, start_rclone  # noqa: E402
+from benchmarks.model_sync.benchmark import awscli_venv, start_rclone, upload_crc64_copy  # noqa: E402
 from tests.bench.fleet_launcher import INSTANCE_STORE_MOUNT, host_run_options  # noqa: E402
 
 CACHE = Path(os.environ.get("LLMSERVE_CACHE", Path.home() / ".cache" / "llmserve-aws"))
@@ -251,27 +251,27 @@ def main() -> int:
     # Built with Debian's Python, so the bench host runs it from the cache mount.
     tools, awscli = s3_tools(), awscli_venv(BASE_PYTHON, "awscli-host")
     workdir = Path(tempfile.mkdtemp(prefix="benchmark-cold-start-", dir=args.workdir))
-    data = workdir / "s3" / BUCKET
-    data.mkdir(parents=True)
+    (workdir / "s3" / BUCKET).mkdir(parents=True)  # the bucket: a top folder of what rclone serves
     rclone, endpoint = start_rclone(tools, workdir / "s3", workdir / "rclone.log")
     lib = runai_lib() if args.runai else None
     port = free_port()
     results, images = {}, []
     try:
-        # Every model is in the served folder before the first request: rclone keeps a folder's listing for its
-        # --dir-cache-time, so a model written after the first round would not be listed.
+        # Each model is uploaded through the S3 API with a CRC64NVME checksum, as S3 stores every upload since 2025
+        # (and through the server, so that its cached listing knows the new prefix).
         model_dirs = {}
         for model in args.models.split(","):
             if model == "smollm2":
-                model_dirs[model] = data / "SmolLM2-135M-Instruct"
+                model_dirs[model] = workdir / "models" / "SmolLM2-135M-Instruct"
                 shutil.copytree(os.environ["LLMSERVE_DEMO_MODEL"], model_dirs[model])
             elif model == "generated-2g":
-                model_dirs[model] = data / "generated-2g"
+                model_dirs[model] = workdir / "models" / "generated-2g"
                 log("generating a ~1.9 GB random Llama")
                 run(str(Path(os.environ["LLMSERVE_VLLM_VENV"]) / "bin" / "python"),
                     str(REPO / "tests" / "bench" / "make_tiny_model.py"), str(model_dirs[model]), *BIG_MODEL)
             else:
                 parser.error(f"unknown model {model!r}")
+            upload_crc64_copy(tools, endpoint, model_dirs[model], workdir, prefix=model_dirs[model].name + "/")
         for model, model_dir in model_dirs.items():
             size = sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file())
             image, argv, environment = converge(model_dir, endpoint, port, model.replace("_", "-"))

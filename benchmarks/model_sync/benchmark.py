@@ -130,9 +130,9 @@ def write_shards(data: Path) -> Path:
     return folder
 
 
-def upload_crc64_copy(tools: Path, endpoint: str, folder: Path, workdir: Path) -> None:
-    """model-crc64/: the shards of FOLDER uploaded through ENDPOINT's S3 API with a CRC64NVME checksum, which that
-    rclone keeps (in its memory) as S3 keeps it."""
+def upload_crc64_copy(tools: Path, endpoint: str, folder: Path, workdir: Path, prefix: str = "model-crc64/") -> None:
+    """PREFIX: the files of FOLDER (by their paths under it) uploaded through ENDPOINT's S3 API with a CRC64NVME
+    checksum, as S3 stores every new upload since 2025 and as that rclone keeps it (in its memory)."""
     script = workdir / "upload.py"
     script.write_text(
         "import sys, boto3\n"
@@ -141,14 +141,15 @@ def upload_crc64_copy(tools: Path, endpoint: str, folder: Path, workdir: Path) -
         f" aws_secret_access_key={SECRET_KEY!r})\n"
         # one PUT per shard: rclone keeps the full-object checksum of a PUT, not of a multipart upload
         "cfg = TransferConfig(multipart_threshold=4 * 1024 ** 3)\n"
-        "for path in sys.argv[1:]:\n"
-        "    name = path.rsplit('/', 1)[-1]\n"
-        f"    c.upload_file(path, {BUCKET!r}, 'model-crc64/' + name, ExtraArgs={{'ChecksumAlgorithm': 'CRC64NVME'}},"
-        " Config=cfg)\n"
-        f"    h = c.head_object(Bucket={BUCKET!r}, Key='model-crc64/' + name, ChecksumMode='ENABLED')\n"
+        "root, prefix = sys.argv[1], sys.argv[2]\n"
+        "for name in sys.argv[3:]:\n"
+        f"    c.upload_file(root + '/' + name, {BUCKET!r}, prefix + name,"
+        " ExtraArgs={'ChecksumAlgorithm': 'CRC64NVME'}, Config=cfg)\n"
+        f"    h = c.head_object(Bucket={BUCKET!r}, Key=prefix + name, ChecksumMode='ENABLED')\n"
         "    assert h.get('ChecksumCRC64NVME') and h.get('ChecksumType') in (None, 'FULL_OBJECT'), h\n"
     )
-    subprocess.run([str(tools / "bin" / "python"), str(script), *map(str, sorted(folder.iterdir()))], check=True)
+    names = sorted(str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file())
+    subprocess.run([str(tools / "bin" / "python"), str(script), str(folder), prefix, *names], check=True)
 
 
 def linked_copy(folder: Path, data: Path) -> None:
